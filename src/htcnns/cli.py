@@ -1,0 +1,123 @@
+"""The ``htcnns`` command: argparse -> library calls; user errors become one line on stderr, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from htcnns import __version__
+from htcnns.errors import HtcnnsError
+from htcnns.fuse import FusionMethod
+from htcnns.pipeline import LabelConvention, Settings, default_models_root, load_models, segment_folder
+
+log = logging.getLogger("htcnns")
+
+EXIT_OK, EXIT_CASE_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, quoting the bad value otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, cuda or cuda:N."""
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
+def add_segment_parser(commands: argparse._SubParsersAction) -> None:
+    """``htcnns segment -i IN -o OUT``."""
+    parser = commands.add_parser("segment", help="segment every BraTS case in a folder")
+    parser.add_argument("-i", "--input", type=Path, required=True, help="folder of cases (searched recursively)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder for <case-id>.nii.gz label maps")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="folder of model folders (default: $HTCNNS_MODELS or the bundled models/)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--fusion", choices=[m.value for m in FusionMethod], default=FusionMethod.STAPLE.value,
+                        help="how the three models are fused (default: staple)")
+    parser.add_argument("--labels", choices=[c.value for c in LabelConvention],
+                        default=LabelConvention.BRATS2023.value,
+                        help="output labels: brats2023 (1 NCR, 2 ED, 3 ET) or brats2021 (ET = 4)")
+    parser.add_argument("--sw-batch-size", type=positive_int, default=1,
+                        help="sliding windows per forward pass; more is faster on a large GPU (default: 1)")
+    parser.set_defaults(run=run_segment)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """Segment a folder; exit 0 only when every case succeeded."""
+    settings = Settings(device=args.device, fusion=FusionMethod(args.fusion), labels=LabelConvention(args.labels),
+                        sw_batch_size=args.sw_batch_size)
+    models = load_models(args.models or default_models_root(), settings.device)
+    results = segment_folder(args.input, args.output, models, settings)
+    failed = [r for r in results if not r.ok]
+    log.info("%d of %d cases segmented into %s", len(results) - len(failed), len(results), args.output)
+    return EXIT_CASE_FAILED if failed else EXIT_OK
+
+
+def add_demo_parser(commands: argparse._SubParsersAction) -> None:
+    """``htcnns demo``."""
+    parser = commands.add_parser("demo", help="make a synthetic BraTS-like case, segment it and score it")
+    parser.add_argument("--output", type=Path, default=Path("demo_output"), help="folder for the demo's files")
+    parser.add_argument("--device", type=device_name, default="auto")
+    parser.add_argument("--seed", type=int, default=2026, help="phantom seed (default: 2026, unseen in training)")
+    parser.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Make, segment and score the demo phantom; print Dice per region and the output path."""
+    from htcnns.demo import run_demo_case
+
+    report = run_demo_case(args.output, device=args.device, seed=args.seed)
+    print(report)
+    return EXIT_OK
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    """``htcnns train``."""
+    from htcnns.train import add_train_arguments
+
+    parser = commands.add_parser("train", help="train one network on synthetic phantoms and export it")
+    add_train_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(prog="htcnns", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"htcnns {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks of failed cases")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_segment_parser(commands)
+    add_demo_parser(commands)
+    add_train_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``htcnns`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.run(args)
+    except HtcnnsError as error:
+        log.error("%s", error)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        log.error("interrupted; finished outputs are complete, no partial file was left")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Exceptions a user can act on; the CLI prints their message as one line, never a traceback."""
+
+
+class HtcnnsError(Exception):
+    """Base class of every error that is the user's to fix (input data, weights, settings)."""
+
+
+class InputError(HtcnnsError):
+    """A case's files are missing, unreadable or inconsistent."""
+
+
+class WeightsError(HtcnnsError):
+    """A model folder is missing, tampered with, or does not match its manifest."""
+
+
+class SettingsError(HtcnnsError):
+    """A requested setting cannot be honoured on this machine (e.g. CUDA without a GPU)."""

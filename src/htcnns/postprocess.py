@@ -1,0 +1,122 @@
+"""Per-model post-processing of the paper: region probabilities -> BraTS labels, then the ET rules.
+
+1. Labels: WT where p(WT) >= 0.5; TC where also p(TC) >= 0.5; ET where also p(ET) >= 0.5 (nested by
+   construction). Then the tuned ET threshold: ET voxels with p(ET) below ``et_threshold`` become NCR.
+2. ET components (26-connected, cc3d) smaller than ``min_et_component_voxels`` whose mean p(ET) is below
+   ``min_mean_et_probability`` become NCR.
+3. If the ET left is smaller than ``min_total_et_voxels`` and its mean p(ET) is below
+   ``min_mean_et_probability``, all ET becomes NCR.
+Comparisons are strict: 16 voxels, or a mean of exactly 0.9 (as float32), keep their ET.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cc3d
+import numpy as np
+
+from htcnns.labels import Label, labels_from_regions
+
+DECISION_PROBABILITY = 0.5
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Per-model post-processing (paper, "Post-processing Strategy").
+
+    et_threshold: ET voxels whose ET probability is below this become NCR (tuned per model).
+    min_et_component_voxels: ET components (26-connected) smaller than this ...
+    min_total_et_voxels: ... and a whole ET volume smaller than this ...
+    min_mean_et_probability: ... become NCR when their mean ET probability is below this.
+    """
+
+    et_threshold: float = 0.5
+    min_et_component_voxels: int = 16
+    min_total_et_voxels: int = 73
+    min_mean_et_probability: float = 0.9
+
+
+def labels_from_probs(probs: np.ndarray) -> np.ndarray:
+    """Nested label map from region probabilities.
+
+    Args:
+        probs: float32 (3, X, Y, Z) in [0, 1], channels WT, TC, ET.
+
+    Returns:
+        uint8 (X, Y, Z), values {0, NCR, ED, ET}.
+    """
+    return labels_from_regions(probs >= DECISION_PROBABILITY)
+
+
+def apply_et_threshold(labels: np.ndarray, et_prob: np.ndarray, threshold: float) -> np.ndarray:
+    """ET voxels whose ET probability is below ``threshold`` become NCR; returns a new map."""
+    result = labels.copy()
+    result[(labels == Label.ET) & (et_prob < threshold)] = Label.NCR
+    return result
+
+
+def relabel_small_et_components(
+    labels: np.ndarray, et_prob: np.ndarray, *, min_voxels: int, min_mean_prob: float
+) -> np.ndarray:
+    """Turn small, uncertain ET components into NCR.
+
+    Args:
+        labels: uint8 (X, Y, Z), values {0, NCR, ED, ET}.
+        et_prob: float32 (X, Y, Z) in [0, 1], same grid.
+        min_voxels: components with fewer voxels than this are candidates (26-connectivity).
+        min_mean_prob: a candidate whose mean ET probability is below this becomes NCR.
+
+    Returns:
+        A new label map; ``labels`` is not modified.
+    """
+    components = cc3d.connected_components(labels == Label.ET, connectivity=26)
+    sizes = np.bincount(components.ravel())
+    prob_sums = np.bincount(components.ravel(), weights=et_prob.ravel().astype(np.float64))
+    mean_probs = prob_sums / np.maximum(sizes, 1)
+    demote = (sizes < min_voxels) & (mean_probs < _as_float32(min_mean_prob))
+    demote[0] = False
+    result = labels.copy()
+    result[demote[components]] = Label.NCR
+    return result
+
+
+def relabel_small_total_et(
+    labels: np.ndarray, et_prob: np.ndarray, *, min_voxels: int, min_mean_prob: float
+) -> np.ndarray:
+    """If all ET together has fewer than ``min_voxels`` voxels and mean probability below ``min_mean_prob``,
+    turn all of it into NCR; returns a new map."""
+    et = labels == Label.ET
+    count = int(et.sum())
+    result = labels.copy()
+    if 0 < count < min_voxels and float(et_prob[et].astype(np.float64).mean()) < _as_float32(min_mean_prob):
+        result[et] = Label.NCR
+    return result
+
+
+def _as_float32(value: float) -> float:
+    """A threshold rounded like the float32 probabilities it is compared with (0.9 -> 0.89999998)."""
+    return float(np.float32(value))
+
+
+def postprocess(probs: np.ndarray, params: PostprocessParams, *, brain: np.ndarray | None = None) -> np.ndarray:
+    """The three stages above, in order, for one model's region probabilities.
+
+    Args:
+        probs: float32 (3, X, Y, Z) in [0, 1], channels WT, TC, ET.
+        params: the model's post-processing parameters (from its manifest).
+        brain: optional bool (X, Y, Z); voxels outside it are background whatever the network said.
+
+    Returns:
+        uint8 (X, Y, Z), values {0, NCR, ED, ET}.
+    """
+    if brain is not None:
+        probs = probs * brain
+    et_prob = probs[2]
+    labels = apply_et_threshold(labels_from_probs(probs), et_prob, params.et_threshold)
+    labels = relabel_small_et_components(
+        labels, et_prob, min_voxels=params.min_et_component_voxels, min_mean_prob=params.min_mean_et_probability
+    )
+    return relabel_small_total_et(
+        labels, et_prob, min_voxels=params.min_total_et_voxels, min_mean_prob=params.min_mean_et_probability
+    )

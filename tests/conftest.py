@@ -1,0 +1,66 @@
+"""Shared fixtures: real NIfTI files in tmp_path with non-identity affines, and tiny saved models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from htcnns.labels import MODALITIES
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_CASE = SHARED / "data" / "brats2023-gli-00001-000"
+LPS_AFFINE = np.array([[-1.0, 0, 0, 30], [0, -1.0, 0, 40], [0, 0, 1.5, -10], [0, 0, 0, 1]])
+
+
+def brain_volumes(shape: tuple[int, int, int] = (32, 36, 24), seed: int = 0) -> np.ndarray:
+    """float32 (4, X, Y, Z): noisy positive intensities inside a box 'brain', 0 outside."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((4, *shape), np.float32)
+    image[:, 4:-4, 5:-5, 3:-3] = rng.normal(100, 20, (4, shape[0] - 8, shape[1] - 10, shape[2] - 6)).clip(1)
+    return image
+
+
+def write_case(folder: Path, case_id: str, image: np.ndarray, affine: np.ndarray = LPS_AFFINE,
+               naming: str = "brats2023", suffix: str = ".nii.gz") -> Path:
+    """Write the four modalities of ``image`` (4, X, Y, Z) as BraTS-named NIfTI files in ``folder``."""
+    names = {"brats2023": {m: f"-{m}" for m in MODALITIES},
+             "brats2021": {"t1n": "_t1", "t1c": "_t1ce", "t2w": "_t2", "t2f": "_flair"}}[naming]
+    folder.mkdir(parents=True, exist_ok=True)
+    for channel, modality in enumerate(MODALITIES):
+        nib.save(nib.Nifti1Image(image[channel], affine), folder / f"{case_id}{names[modality]}{suffix}")
+    return folder
+
+
+@pytest.fixture
+def case_dir(tmp_path: Path) -> Path:
+    """A BraTS 2023 case folder: four 32x36x24 volumes, 1 x 1 x 1.5 mm, LPS affine."""
+    return write_case(tmp_path / "in" / "BraTS-GLI-00002-000", "BraTS-GLI-00002-000", brain_volumes())
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three randomly initialised compact models (one per architecture) saved as a models folder, ROI 32."""
+    import torch
+
+    from htcnns.networks import PRESETS, build_network
+    from htcnns.weights import Manifest, save_model
+
+    root = tmp_path_factory.mktemp("models")
+    for architecture in sorted(PRESETS):
+        torch.manual_seed(0)
+        config = dict(PRESETS[architecture]["compact"])
+        if "roi_size" in config:
+            config["roi_size"] = 32
+        network = build_network(architecture, config)
+        save_model(network, Manifest(architecture, architecture, config, (32, 32, 32), ""), root / architecture)
+    return root
+
+
+def require_real_case() -> Path:
+    """The shared real BraTS case, or skip the test when ../shared is absent."""
+    if not (REAL_CASE / "BraTS-GLI-00001-000-t1c.nii.gz").is_file():
+        pytest.skip(f"shared real data not present at {REAL_CASE}")
+    return REAL_CASE
