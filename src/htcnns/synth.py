@@ -182,20 +182,23 @@ def _add_deep_structures(
 
 
 def _draw_tumour_geometry(rng: np.random.Generator, box: _Box, scale: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Draw tumour centre (voxels, global) and oedema radii (voxels per axis) inside one hemisphere."""
-    side = rng.choice([-1.0, 1.0])
-    best: tuple[float, np.ndarray, np.ndarray] = (-1.0, box.centre, box.radii)
-    for _ in range(16):
-        u = np.array([side * rng.uniform(0.3, 0.55), rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.35)])
-        radii = rng.uniform(15.0, 30.0) * rng.uniform(0.85, 1.15, 3) * scale
-        to_edge = (0.92 - np.linalg.norm(u)) / np.max(radii / box.radii)
-        to_midline = (abs(u[0]) * box.radii[0] - 2 * scale[0]) / radii[0]
-        fit = min(1.0, to_edge, to_midline)
-        if fit > best[0]:
-            best = (fit, box.centre + u * box.radii, radii * fit)
-        if fit >= 1.0:
-            break
-    return best[1], best[2], np.float64(side)
+    """Draw tumour centre (global voxels), oedema radii (voxels per axis) and hemisphere side (-1 or +1).
+
+    The nominal oedema ellipsoid stays within 0.92 of the brain radius and 2 voxels off the midline
+    (radii shrink if it cannot), so the core is well inside the brain.
+    """
+    side = float(rng.choice([-1.0, 1.0]))
+    radii = rng.uniform(15.0, 30.0) * rng.uniform(0.85, 1.15, 3) * scale
+    rel = radii / box.radii
+    margin = 2.0 * scale[0] / box.radii[0]
+    shrink = min(1.0, (0.92 - margin) / (rel[0] + rel.max()))
+    rel, radii = rel * shrink, radii * shrink
+    rho_max = 0.92 - rel.max()
+    ux = rng.uniform(rel[0] + margin, max(rho_max, rel[0] + margin))
+    rest = np.sqrt(max(rho_max**2 - ux**2, 0.0)) * np.sqrt(rng.uniform(0.0, 0.8))
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    u = np.array([side * ux, rest * np.cos(angle), rest * np.sin(angle)])
+    return box.centre + u * box.radii, radii, np.float64(side)
 
 
 def _tumour_box(centre: np.ndarray, radii: np.ndarray, side: float, box: _Box) -> tuple[np.ndarray, ...]:
@@ -221,7 +224,8 @@ def _core_masks(
     d -= 0.12 * _smooth_field(rng, shape, max(2.0, 6.0 * scale))
     core = d < 1.0
     rim_noise = _smooth_field(rng, shape, max(2.0, 4.0 * scale))
-    inner = d < 1.0 - (rim / rho) * (1.0 + 0.4 * np.clip(rim_noise, -1.5, 1.5))
+    rim = min(rim / rho, 0.4)  # enhancing rim thickness in core radii: at most 40 % of the core
+    inner = d < 1.0 - rim * (1.0 + 0.4 * np.clip(rim_noise, -1.5, 1.5))
     if variant == "solid":
         return core, np.zeros_like(core)
     if variant == "non_enhancing":

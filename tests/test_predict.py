@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from htcnns.errors import SettingsError
+from htcnns.predict import predict, resolve_device, sliding_window_logits, to_network_input
+from htcnns.weights import load_model
+
+
+@pytest.mark.parametrize("architecture", ["unet", "transbts", "axial_unet"])
+def test_equals_plain_monai_sliding_window(tiny_models: Path, architecture: str):
+    model = load_model(tiny_models / architecture)
+    image = to_network_input(np.random.default_rng(0).normal(size=(4, 45, 38, 33)).astype(np.float32),
+                             torch.device("cpu"))
+    ours = sliding_window_logits(image, model)
+    with torch.no_grad():
+        reference = sliding_window_inference(image, (32, 32, 32), 1, model.network, overlap=0.6, mode="gaussian")
+    assert ours.shape == (1, 3, 45, 38, 33)
+    assert (ours - reference).abs().max() <= 1e-5
+
+
+def test_image_smaller_than_window_is_padded_and_cropped_back(tiny_models: Path):
+    model = load_model(tiny_models / "unet")
+    image = to_network_input(np.ones((4, 20, 25, 18), np.float32), torch.device("cpu"))
+    result = predict(image, model)
+    assert result.probs.shape == (3, 20, 25, 18)
+    assert result.probs.dtype == np.float32 and (result.probs >= 0).all() and (result.probs <= 1).all()
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingsError, match="no CUDA GPU is visible"):
+            resolve_device("cuda")
