@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
 from conftest import brain_volumes, write_case
 
 

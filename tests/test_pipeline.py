@@ -6,8 +6,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import LPS_AFFINE, brain_volumes, require_real_case, write_case
 
+from conftest import LPS_AFFINE, brain_volumes, require_real_case, write_case
 from htcnns.fuse import FusionMethod
 from htcnns.labels import REGIONS, regions_from_labels
 from htcnns.pipeline import LabelConvention, Settings, default_models_root, load_models, segment_folder

@@ -8,7 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from htcnns.errors import HtcnnsError
 from htcnns.labels import REGIONS, region_dice
+from htcnns.overlay import save_overlay
 from htcnns.pipeline import Settings, default_models_root, load_models, segment_folder
 from htcnns.synth import make_phantom, write_phantom_case
 
@@ -29,13 +31,16 @@ def run_demo_case(output_root: Path, *, device: str = "auto", seed: int = 2026) 
     [result] = segment_folder(input_dir, output_root / "output", models, settings)
     seconds = time.perf_counter() - start
     if not result.ok:
-        return f"demo failed: {result.error}"
-    predicted = np.asarray(nib.load(result.output).dataobj)
-    truth = np.asarray(nib.load(truth_path).dataobj)
+        raise HtcnnsError(f"the demo case could not be segmented: {result.error}")
+    predicted, truth = (np.asarray(nib.as_closest_canonical(nib.load(p)).dataobj) for p in (result.output, truth_path))
     scores = region_dice(predicted, truth)
+    flair = nib.as_closest_canonical(nib.load(input_dir / DEMO_CASE_ID / f"{DEMO_CASE_ID}-t2f.nii.gz")).get_fdata()
+    overlay = output_root / "overlay.png"
+    save_overlay(flair, {"truth": truth, "HT-CNNs": predicted}, overlay, f"{DEMO_CASE_ID} (synthetic), FLAIR")
     lines = [f"Demo case {DEMO_CASE_ID} (synthetic phantom, seed {seed}) segmented in {seconds:.1f} s "
              f"by {len(models)} models fused with STAPLE.",
              "Dice against the phantom's truth (synthetic data): "
              + ", ".join(f"{region} {scores[region]:.3f}" for region in REGIONS),
-             f"Output: {result.output.resolve()}"]
+             f"Output: {result.output.resolve()}",
+             f"Picture: {overlay.resolve()}"]
     return "\n".join(lines)

@@ -73,7 +73,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def _network_class(architecture: str, config: Mapping[str, Any]) -> Any:
     """Look up ``architecture`` and check that ``config`` only holds its constructor's keyword args."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; valid architectures: {sorted(ARCHITECTURES)}")
+        raise ValueError(
+            f"unknown architecture {architecture!r}; valid architectures: {sorted(ARCHITECTURES)}"
+        )
     cls = ARCHITECTURES[architecture]
     valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
     unknown = sorted(set(config) - set(valid))

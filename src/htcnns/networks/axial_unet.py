@@ -27,7 +27,9 @@ class AxialAttention3d(nn.Module):
         if channels % num_heads:
             raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
         self.norm = nn.LayerNorm(channels)
-        self.attn = nn.ModuleList(nn.MultiheadAttention(channels, num_heads, batch_first=True) for _ in range(3))
+        self.attn = nn.ModuleList(
+            nn.MultiheadAttention(channels, num_heads, batch_first=True) for _ in range(3)
+        )
 
     @staticmethod
     def _along(attn: nn.MultiheadAttention, y: torch.Tensor, axis: int) -> torch.Tensor:
@@ -70,7 +72,9 @@ class AxialUNet(UNet):
         super().__init__(in_channels, out_channels, filters, deep_supervision)
         levels = sorted({int(level) for level in attention_levels})
         if levels and not 0 <= levels[0] <= levels[-1] < len(self.decoder):
-            raise ValueError(f"attention_levels must lie in [0, {len(self.decoder) - 1}], got {list(attention_levels)}")
+            raise ValueError(
+                f"attention_levels must lie in [0, {len(self.decoder) - 1}], got {list(attention_levels)}"
+            )
         for level in levels:
             up_block = self.decoder[level]
             up_block.refine = AxialAttention3d(up_block.up.out_channels, num_heads)

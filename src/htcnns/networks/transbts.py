@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import Conv3d, ConvNormAct, UpBlock, check_spatial_size, conv_block, head
+from .unet import Conv3d, ConvNormAct, UpBlock, check_spatial_size, conv_block, cpu_layout, head
 
 DOWNSAMPLE = 8  # three stride-2 downsamplings
 
@@ -57,7 +57,12 @@ class TransBTS(nn.Module):
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         b, k = base_channels, bottleneck_channels
         self.encoder = nn.ModuleList(
-            [conv_block(in_channels, b), conv_block(b, 2 * b, 2), conv_block(2 * b, 4 * b, 2), conv_block(4 * b, k, 2)]
+            [
+                conv_block(in_channels, b),
+                conv_block(b, 2 * b, 2),
+                conv_block(2 * b, 4 * b, 2),
+                conv_block(4 * b, k, 2),
+            ]
         )
         self.project = Conv3d(k, embed_dim, kernel_size=3, padding=1)
         grid = roi_size // DOWNSAMPLE
@@ -93,6 +98,7 @@ class TransBTS(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment ``x`` (N, C_in, D, H, W), with D, H, W multiples of 8, into logits (N, C_out, D, H, W)."""
         check_spatial_size(x, DOWNSAMPLE)
+        x = cpu_layout(x)
         skips = []
         for block in self.encoder:
             x = block(x)
@@ -104,4 +110,4 @@ class TransBTS(nn.Module):
         x = self.unproject(tokens.transpose(1, 2).reshape(n, c, d, h, w))
         for block in self.decoder:
             x = block(x, skips.pop())
-        return self.head(x)
+        return self.head(x).contiguous()

@@ -25,7 +25,9 @@ class Conv3d(nn.Conv3d):
             and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled
         ):
-            return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
+            return torch.mkldnn_convolution(
+                x, weight, bias, self.padding, self.stride, self.dilation, self.groups
+            )
         return super()._conv_forward(x, weight, bias)
 
 
@@ -35,7 +37,14 @@ PAPER_FILTERS = (32, 64, 128, 256, 320, 320)
 def check_spatial_size(x: torch.Tensor, divisor: int) -> None:
     """Raise ``ValueError`` unless ``x`` is (N, C, D, H, W) with D, H, W multiples of ``divisor``."""
     if x.ndim != 5 or any(s % divisor for s in x.shape[2:]):
-        raise ValueError(f"expected input (N, C, D, H, W) with D, H, W multiples of {divisor}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"expected input (N, C, D, H, W) with D, H, W multiples of {divisor}, got {tuple(x.shape)}"
+        )
+
+
+def cpu_layout(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last copy of ``x`` (N, C, D, H, W) on CPU, where oneDNN 3-D convs run 2-3x faster; else ``x``."""
+    return x.contiguous(memory_format=torch.channels_last_3d) if x.device.type == "cpu" else x
 
 
 def instance_norm(channels: int) -> nn.Module:
@@ -56,7 +65,9 @@ class ConvNormAct(nn.Sequential):
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
     """Two :class:`ConvNormAct` layers; the first one has ``stride``."""
-    return nn.Sequential(ConvNormAct(in_channels, out_channels, stride), ConvNormAct(out_channels, out_channels))
+    return nn.Sequential(
+        ConvNormAct(in_channels, out_channels, stride), ConvNormAct(out_channels, out_channels)
+    )
 
 
 def head(in_channels: int, out_channels: int) -> nn.Module:
@@ -111,10 +122,13 @@ class UNet(nn.Module):
         self.deep_supervision = bool(deep_supervision)
         strides = [1] + [2] * (len(filters) - 1)
         self.encoder = nn.ModuleList(
-            conv_block(c_in, c_out, s) for c_in, c_out, s in zip([in_channels, *filters[:-1]], filters, strides)
+            conv_block(c_in, c_out, s)
+            for c_in, c_out, s in zip([in_channels, *filters[:-1]], filters, strides, strict=True)
         )
         # decoder[j] maps stage n-1-j to stage n-2-j (coarsest first).
-        self.decoder = nn.ModuleList(UpBlock(filters[i + 1], filters[i]) for i in reversed(range(len(filters) - 1)))
+        self.decoder = nn.ModuleList(
+            UpBlock(filters[i + 1], filters[i]) for i in reversed(range(len(filters) - 1))
+        )
         self.head = head(filters[0], out_channels)
         # aux_heads[i - 1] reads the decoder output at 1/2**i resolution (all but the lowest decoder level).
         n_aux = len(filters) - 3 if self.deep_supervision else 0
@@ -138,6 +152,7 @@ class UNet(nn.Module):
             ``[(N, C_out, D, H, W), (N, C_out, D/2, H/2, W/2), ...]``.
         """
         check_spatial_size(x, self.size_divisor)
+        x = cpu_layout(x)
         skips = []
         for block in self.encoder:
             x = block(x)
@@ -147,8 +162,8 @@ class UNet(nn.Module):
         for block in self.decoder:
             x = block(x, skips.pop())
             decoded.append(x)
-        out = self.head(x)
+        out = self.head(x).contiguous()
         if not (self.deep_supervision and self.training):
             return out
         # decoded[-1 - i] is at 1/2**i resolution.
-        return [out, *(aux(decoded[-1 - i]) for i, aux in enumerate(self.aux_heads, start=1))]
+        return [out, *(aux(decoded[-1 - i]).contiguous() for i, aux in enumerate(self.aux_heads, start=1))]
