@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from htcnns.networks import ARCHITECTURES, PRESETS, build_network, size_divisor
+from htcnns.networks import ARCHITECTURES, PRESETS, AxialAttention3d, build_network, size_divisor
+from htcnns.networks.unet import Conv3d, instance_norm
 
 ARCHS = sorted(ARCHITECTURES)
 
@@ -38,7 +40,7 @@ def test_compact_output_shape_and_eval_determinism(arch: str) -> None:
     with torch.inference_mode():
         first, second = net(x), net(x)
     assert first.shape == (2, 3, size, size, size)
-    assert first.dtype == torch.float32
+    assert first.dtype == torch.float32 and first.is_contiguous()
     assert torch.isfinite(first).all()
     assert torch.equal(first, second)
 
@@ -148,3 +150,25 @@ def test_paper_preset_forward_small_input(arch: str) -> None:
 @pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
 def test_compact_presets_are_small(arch: str) -> None:
     assert sum(p.numel() for p in _compact(arch).parameters()) <= 1.3e6
+
+
+def test_axial_attention_mixes_only_along_axes() -> None:
+    torch.manual_seed(0)
+    attn = AxialAttention3d(8, num_heads=2).eval()
+    x = torch.randn(2, 8, 5, 6, 7)
+    bumped = x.clone()
+    bumped[1, :, 2, 3, 4] += torch.randn(8)  # not constant: LayerNorm would cancel a constant shift
+    with torch.inference_mode():
+        changed = (attn(bumped) - attn(x)).abs().amax(dim=1) > 1e-6  # (N, D, H, W)
+    expected = torch.zeros_like(changed)
+    expected[1, :, 3, 4] = expected[1, 2, :, 4] = expected[1, 2, 3, :] = True
+    assert torch.equal(changed, expected)
+
+
+def test_building_blocks_match_torch_reference() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 32, 12, 12, 12).contiguous(memory_format=torch.channels_last_3d)
+    conv = Conv3d(32, 16, kernel_size=3, stride=2, padding=1)
+    torch.testing.assert_close(conv(x), F.conv3d(x, conv.weight, conv.bias, stride=2, padding=1))
+    norm = instance_norm(32)
+    torch.testing.assert_close(norm(x), F.instance_norm(x, eps=norm.eps), atol=1e-5, rtol=1e-5)

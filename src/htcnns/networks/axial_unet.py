@@ -44,7 +44,7 @@ class AxialAttention3d(nn.Module):
         t = x.movedim(1, -1)  # (N, D, H, W, C)
         y = self.norm(t)
         out = sum((self._along(attn, y, axis) for axis, attn in enumerate(self.attn, start=1)), t)
-        return out.movedim(-1, 1).contiguous()
+        return out.movedim(-1, 1)  # channels-last strides, like a CPU input
 
 
 class AxialUNet(UNet):

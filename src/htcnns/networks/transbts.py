@@ -90,7 +90,7 @@ class TransBTS(nn.Module):
         return DOWNSAMPLE
 
     def position_embedding(self, grid: tuple[int, int, int]) -> torch.Tensor:
-        """Position embedding (1, embed_dim, d, h, w), trilinearly resized when ``grid`` differs from the ROI grid."""
+        """Position embedding (1, embed_dim, *grid), trilinearly resized if ``grid`` is not the ROI grid."""
         if tuple(self.pos_embed.shape[2:]) == grid:
             return self.pos_embed
         return F.interpolate(self.pos_embed, size=grid, mode="trilinear", align_corners=False)
