@@ -1,11 +1,13 @@
 """The htcnns command as a real subprocess: exit codes, one clear line per failure, no traceback."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from conftest import brain_volumes, write_case
 
@@ -46,3 +48,19 @@ def test_user_errors_are_one_line(tmp_path: Path, tiny_models: Path):
     assert bad_device.returncode == 2 and "expected auto, cpu, cuda or cuda:N, got 'gpu'" in bad_device.stderr
     for result in (missing, no_models, bad_device):
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_prints_dice_and_writes_output_and_picture(tmp_path: Path):
+    from htcnns.pipeline import default_models_root
+
+    if not any(default_models_root().glob("*/manifest.json")):
+        pytest.skip("no bundled models")
+    result = htcnns("demo", "--output", str(tmp_path / "demo"), "--device", "cpu", timeout=600)
+    assert result.returncode == 0, result.stderr
+    scores = dict(re.findall(r"(WT|TC|ET) (\d\.\d+)", result.stdout))
+    assert set(scores) == {"WT", "TC", "ET"} and all(float(v) > 0.5 for v in scores.values()), result.stdout
+    output = tmp_path / "demo" / "output" / "BraTS-DEMO-00000-000.nii.gz"
+    assert f"Output: {output.resolve()}" in result.stdout
+    assert nib.load(output).shape == (240, 240, 155)
+    assert (tmp_path / "demo" / "overlay.png").read_bytes()[:4] == b"\x89PNG"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import platform
 import shlex
 import sys
@@ -28,9 +29,11 @@ from htcnns.networks import PRESETS, build_network
 from htcnns.postprocess import PostprocessParams, postprocess
 from htcnns.predict import predict, to_network_input
 from htcnns.preprocess import Prepared, preprocess, restore_input_grid, to_prepared_grid
-from htcnns.synth import Phantom, make_phantom
+from htcnns.synth import BRATS_SHAPE, Phantom, make_phantom
 from htcnns.validate import LoadedCase
 from htcnns.weights import LoadedModel, Manifest, save_model
+
+log = logging.getLogger(__name__)
 
 VALIDATION_SEED_OFFSET = 100_000
 
@@ -51,6 +54,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     roi_size: int = 96
     threads: int = 2
+    phantom_shape: tuple[int, int, int] = BRATS_SHAPE
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,11 @@ def prepare_phantom(phantom: Phantom) -> tuple[Prepared, np.ndarray]:
     return prepared, to_prepared_grid(phantom.label, prepared)
 
 
-def make_samples(seeds: range) -> list[Sample]:
-    """Training samples from phantoms of the given seeds."""
+def make_samples(seeds: range, shape: tuple[int, int, int]) -> list[Sample]:
+    """Training samples from phantoms of the given seeds and shape."""
     samples = []
     for seed in tqdm(seeds, desc="phantoms", unit="phantom", disable=None):
-        prepared, labels = prepare_phantom(make_phantom(seed))
+        prepared, labels = prepare_phantom(make_phantom(seed, shape=shape))
         samples.append(Sample(prepared.image, regions_from_labels(labels).astype(np.float32)))
     return samples
 
@@ -118,7 +122,7 @@ def fit(network: torch.nn.Module, samples: list[Sample], config: TrainConfig) ->
     losses = []
     network.train()
     progress = tqdm(range(config.steps), desc=f"train {config.architecture}", unit="step", disable=None)
-    for _ in progress:
+    for step in progress:
         pairs = [random_patch(samples[rng.integers(len(samples))], config.patch_size, rng)
                  for _ in range(config.batch_size)]
         images = torch.from_numpy(np.stack([p[0] for p in pairs]))
@@ -128,16 +132,18 @@ def fit(network: torch.nn.Module, samples: list[Sample], config: TrainConfig) ->
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         progress.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if step % 50 == 0 or step == config.steps - 1:
+            log.info("%s step %d/%d, loss %.4f", config.architecture, step + 1, config.steps, np.mean(losses[-20:]))
     return losses
 
 
-def score(model: LoadedModel, seeds: range) -> dict[str, float]:
+def score(model: LoadedModel, seeds: range, shape: tuple[int, int, int]) -> dict[str, float]:
     """Mean Dice per region of one model (inference path, post-processing included) on phantoms of ``seeds``."""
     per_case = []
     for seed in seeds:
-        phantom = make_phantom(seed)
+        phantom = make_phantom(seed, shape=shape)
         prepared, _ = prepare_phantom(phantom)
         probs = predict(to_network_input(prepared.image, torch.device("cpu")), model).probs
         labels = restore_input_grid(postprocess(probs, model.manifest.postprocessing, brain=prepared.brain),
@@ -151,7 +157,7 @@ def train(config: TrainConfig) -> Manifest:
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    samples = make_samples(range(config.seed * 1000, config.seed * 1000 + config.phantoms))
+    samples = make_samples(range(config.seed * 1000, config.seed * 1000 + config.phantoms), config.phantom_shape)
     network = build_network(config.architecture, network_config(config))
     losses = fit(network, samples, config)
     network.eval()
@@ -161,7 +167,7 @@ def train(config: TrainConfig) -> Manifest:
                      roi_size=(config.roi_size,) * 3, sha256="", postprocessing=PostprocessParams())
     validation = range(VALIDATION_SEED_OFFSET + config.seed * 1000,
                        VALIDATION_SEED_OFFSET + config.seed * 1000 + config.validation_phantoms)
-    dice = score(LoadedModel(draft, network, folder), validation)
+    dice = score(LoadedModel(draft, network, folder), validation, config.phantom_shape)
     provenance = {
         "data": f"synthetic phantoms from htcnns.synth, seeds {config.seed * 1000}.."
                 f"{config.seed * 1000 + config.phantoms - 1}; no real scans",
@@ -191,9 +197,9 @@ def model_card(manifest: Manifest) -> str:
 **What it is.** A compact {manifest.architecture} network of HT-CNNs, output channels WT, TC, ET (sigmoid),
 input channels t1n, t1c, t2w, t2f (z-scored over the brain), sliding-window ROI {manifest.roi_size}.
 
-**Trained on synthetic phantoms only.** {prov["data"]}. It has never seen a real MRI scan or a real tumour: it
-segments the project's phantoms and is a placeholder until weights trained on real-looking data land. Do not
-use it for any clinical or research conclusion on real scans.
+**Trained on synthetic phantoms only** ({prov["data"]}). It has never seen a real MRI scan or a real
+tumour: it segments the project's phantoms and is a placeholder until weights trained on realistic data land.
+Do not use it for any clinical or research conclusion on real scans.
 
 | item | value |
 |---|---|

@@ -138,6 +138,7 @@ def save_model(network: torch.nn.Module, manifest: Manifest, folder: Path) -> Ma
     weights = folder / WEIGHTS_NAME
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
     save_file(tensors, str(weights))
+    weights.chmod(0o644)  # readable by the container's unprivileged user
     written = Manifest(**{**manifest.__dict__, "sha256": sha256_of(weights)})
     (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
     return written
