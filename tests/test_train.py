@@ -1,11 +1,14 @@
 """htcnns train on tiny phantoms: it learns (loss falls), exports a verifiable model, records provenance."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from htcnns.train import TrainConfig, random_patch, train
+from htcnns.errors import WeightsError
+from htcnns.train import Sample, TrainConfig, random_patch, train
 from htcnns.weights import load_model
 
 
@@ -21,10 +24,15 @@ def test_training_exports_a_loadable_model_with_provenance(tmp_path: Path):
     card = (tmp_path / "unet" / "MODEL_CARD.md").read_text()
     assert "synthetic phantoms only" in card.lower() and manifest.sha256 in card
 
+    continued = train(replace(config, output=str(tmp_path / "continued"), init_from=str(tmp_path / "unet"),
+                              steps=1, phantoms=1, seed=1))
+    assert continued.provenance["initialised_from"]["sha256"] == manifest.sha256
+    assert manifest.sha256[:12] in (tmp_path / "continued" / "MODEL_CARD.md").read_text()
+    with pytest.raises(WeightsError, match="cannot initialise from it"):
+        train(replace(config, architecture="axial_unet", init_from=str(tmp_path / "unet")))
+
 
 def test_random_patch_shapes_and_tumour_bias():
-    from htcnns.train import Sample
-
     image = np.zeros((4, 40, 40, 40), np.float32)
     regions = np.zeros((3, 40, 40, 40), np.float32)
     regions[:, 30:34, 30:34, 30:34] = 1

@@ -24,6 +24,7 @@ import torch
 from monai.losses import DiceCELoss
 from tqdm import tqdm
 
+from htcnns.errors import WeightsError
 from htcnns.labels import REGIONS, region_dice, regions_from_labels
 from htcnns.networks import PRESETS, build_network
 from htcnns.postprocess import PostprocessParams, postprocess
@@ -31,7 +32,7 @@ from htcnns.predict import predict, to_network_input
 from htcnns.preprocess import Prepared, preprocess, restore_input_grid, to_prepared_grid
 from htcnns.synth import BRATS_SHAPE, Phantom, make_phantom
 from htcnns.validate import LoadedCase
-from htcnns.weights import LoadedModel, Manifest, save_model
+from htcnns.weights import LoadedModel, Manifest, load_model, save_model
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrainConfig:
     roi_size: int = 96
     threads: int = 2
     phantom_shape: tuple[int, int, int] = BRATS_SHAPE
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,13 +154,24 @@ def score(model: LoadedModel, seeds: range, shape: tuple[int, int, int]) -> dict
     return {region: round(float(np.mean([c[region] for c in per_case])), 4) for region in REGIONS}
 
 
+def initial_network(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
+    """A fresh network, or the verified weights of ``config.init_from`` (with that model's provenance)."""
+    if not config.init_from:
+        return build_network(config.architecture, network_config(config)), {}
+    parent = load_model(Path(config.init_from))
+    if parent.manifest.architecture != config.architecture or parent.manifest.config != network_config(config):
+        raise WeightsError(f"{config.init_from}: is {parent.manifest.architecture} {parent.manifest.config}, "
+                           f"not {config.architecture} {network_config(config)}; cannot initialise from it")
+    return parent.network.train(), {"sha256": parent.manifest.sha256, "provenance": parent.manifest.provenance}
+
+
 def train(config: TrainConfig) -> Manifest:
     """Run one training, export weights + manifest + model card into ``config.output``."""
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
+    network, parent = initial_network(config)
     samples = make_samples(range(config.seed * 1000, config.seed * 1000 + config.phantoms), config.phantom_shape)
-    network = build_network(config.architecture, network_config(config))
     losses = fit(network, samples, config)
     network.eval()
     wall_time = time.perf_counter() - start
@@ -175,6 +188,7 @@ def train(config: TrainConfig) -> Manifest:
         "config": asdict(config),
         "seed": config.seed,
         "steps": config.steps,
+        "initialised_from": parent,
         "wall_time_s": round(wall_time, 1),
         "final_loss_mean_last_20": round(float(np.mean(losses[-20:])), 4),
         "synthetic_validation_dice": dice,
@@ -206,6 +220,7 @@ Do not use it for any clinical or research conclusion on real scans.
 | command | `{prov["command"]}` |
 | seed | {prov["seed"]} |
 | steps | {prov["steps"]} (batch {prov["config"]["batch_size"]}, patch {prov["config"]["patch_size"]}^3) |
+| initialised from | {_parent_summary(prov.get("initialised_from") or {})} |
 | wall time | {prov["wall_time_s"]} s on {prov["machine"]} |
 | Dice on held-out phantoms (synthetic), seeds {prov["validation_seeds"]} | {dice} |
 | date | {prov["date"]} |
@@ -213,6 +228,15 @@ Do not use it for any clinical or research conclusion on real scans.
 
 Post-processing: {json.dumps(asdict(manifest.postprocessing))}.
 """
+
+
+def _parent_summary(parent: dict) -> str:
+    """One cell describing the model a training started from, chained back to the first run."""
+    if not parent:
+        return "random initialisation"
+    earlier = parent["provenance"]
+    return (f"`{parent['sha256'][:12]}…` after `{earlier['command']}` ({earlier['wall_time_s']} s), itself from "
+            f"{_parent_summary(earlier.get('initialised_from') or {})}")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,6 +249,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--preset", choices=["compact", "paper"], default=defaults.preset)
+    parser.add_argument("--init-from", type=str, default="",
+                        help="model folder whose verified weights start the training (continue or fine-tune)")
     parser.set_defaults(run=run_train)
 
 
