@@ -17,7 +17,7 @@ from htcnns.synth import make_phantom, write_phantom_case
 DEMO_CASE_ID = "BraTS-DEMO-00000-000"
 
 
-def run_demo_case(output_root: Path, *, device: str = "auto", seed: int = 2026) -> str:
+def run_demo_case(output_root: Path, *, device: str = "auto", seed: int = 2028) -> str:
     """Write the phantom under ``output_root/input``, segment it into ``output_root/output``, score it.
 
     Returns:
