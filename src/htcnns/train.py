@@ -227,7 +227,16 @@ Do not use it for any clinical or research conclusion on real scans.
 | weights sha256 | `{manifest.sha256}` |
 
 Post-processing: {json.dumps(asdict(manifest.postprocessing))}.
-"""
+{_roi_change_note(prov.get("inference_roi_change"))}"""
+
+
+def _roi_change_note(change: dict | None) -> str:
+    """A paragraph on an inference ROI set after training, with the Dice measured at both sizes."""
+    if not change:
+        return ""
+    return (f"\n**Inference ROI changed after training** from {change['from']}^3 to {change['to']}^3: "
+            f"{change['reason']}. Dice on held-out phantoms {change['validation_seeds']} (synthetic): "
+            f"{change['synthetic_dice_after']} at the new ROI, {change['synthetic_dice_before']} at the old.\n")
 
 
 def _parent_summary(parent: dict) -> str:
