@@ -15,7 +15,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -197,7 +197,7 @@ def train(config: TrainConfig) -> Manifest:
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {config.threads} CPU threads",
     }
-    manifest = save_model(network, Manifest(**{**draft.__dict__, "provenance": provenance}), folder)
+    manifest = save_model(network, replace(draft, provenance=provenance), folder)
     (folder / "MODEL_CARD.md").write_text(model_card(manifest))
     return manifest
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,7 @@ def save_model(network: torch.nn.Module, manifest: Manifest, folder: Path) -> Ma
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
     save_file(tensors, str(weights))
     weights.chmod(0o644)  # readable by the container's unprivileged user
-    written = Manifest(**{**manifest.__dict__, "sha256": sha256_of(weights)})
+    written = replace(manifest, sha256=sha256_of(weights))
     (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
     return written
 
