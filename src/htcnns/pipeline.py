@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from htcnns.cases import Case, find_cases
@@ -21,7 +22,7 @@ from htcnns.io import read_volume, write_label_map
 from htcnns.labels import BRATS2021_ET, Label
 from htcnns.postprocess import postprocess
 from htcnns.predict import predict, resolve_device, to_network_input
-from htcnns.preprocess import preprocess, restore_input_grid
+from htcnns.preprocess import Prepared, preprocess, restore_input_grid
 from htcnns.validate import validate_case
 from htcnns.weights import LoadedModel, find_model_folders, load_model
 
@@ -71,6 +72,16 @@ def load_models(models_root: Path, device: str = "auto") -> list[LoadedModel]:
     return [load_model(folder, target) for folder in find_model_folders(models_root)]
 
 
+def model_labels(image: torch.Tensor, prepared: Prepared, model: LoadedModel, sw_batch_size: int = 1) -> np.ndarray:
+    """One model's post-processed label map, uint8 (x, y, z) on the prepared grid.
+
+    Args:
+        image: the prepared image as a (1, 4, x, y, z) tensor on the model's device (made once per case).
+    """
+    probs = predict(image, model, sw_batch_size=sw_batch_size).probs
+    return postprocess(probs, model.manifest.postprocessing, brain=prepared.brain)
+
+
 def segment_case(case: Case, models: Sequence[LoadedModel], settings: Settings) -> tuple[np.ndarray, nib.Nifti1Image]:
     """Segment one complete case.
 
@@ -87,8 +98,7 @@ def segment_case(case: Case, models: Sequence[LoadedModel], settings: Settings) 
     prepared = preprocess(loaded)
     device = next(models[0].network.parameters()).device
     image = to_network_input(prepared.image, device)
-    per_model = [postprocess(predict(image, m, sw_batch_size=settings.sw_batch_size).probs,
-                             m.manifest.postprocessing, brain=prepared.brain) for m in models]
+    per_model = [model_labels(image, prepared, model, settings.sw_batch_size) for model in models]
     fused = fuse_label_maps(per_model, settings.fusion, device=str(device))
     return restore_input_grid(fused, prepared), loaded.reference
 

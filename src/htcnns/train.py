@@ -27,8 +27,9 @@ from tqdm import tqdm
 from htcnns.errors import WeightsError
 from htcnns.labels import REGIONS, region_dice, regions_from_labels
 from htcnns.networks import PRESETS, build_network
-from htcnns.postprocess import PostprocessParams, postprocess
-from htcnns.predict import predict, to_network_input
+from htcnns.pipeline import model_labels
+from htcnns.postprocess import PostprocessParams
+from htcnns.predict import to_network_input
 from htcnns.preprocess import Prepared, preprocess, restore_input_grid, to_prepared_grid
 from htcnns.synth import BRATS_SHAPE, Phantom, make_phantom
 from htcnns.validate import LoadedCase
@@ -147,9 +148,8 @@ def score(model: LoadedModel, seeds: range, shape: tuple[int, int, int]) -> dict
     for seed in seeds:
         phantom = make_phantom(seed, shape=shape)
         prepared, _ = prepare_phantom(phantom)
-        probs = predict(to_network_input(prepared.image, torch.device("cpu")), model).probs
-        labels = restore_input_grid(postprocess(probs, model.manifest.postprocessing, brain=prepared.brain),
-                                    prepared)
+        image = to_network_input(prepared.image, torch.device("cpu"))
+        labels = restore_input_grid(model_labels(image, prepared, model), prepared)
         per_case.append(region_dice(labels, phantom.label))
     return {region: round(float(np.mean([c[region] for c in per_case])), 4) for region in REGIONS}
 
