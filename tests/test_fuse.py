@@ -1,12 +1,25 @@
 """STAPLE on known rater sets, against SimpleITK's STAPLEImageFilter, and the nested fusion of label maps."""
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
-from htcnns.fuse import FusionMethod, fuse_label_maps, staple
-from htcnns.labels import Label
+from conftest import SHARED, require_real_case
+from htcnns.fuse import (
+    FusionMethod,
+    _numpy_patterns,
+    _torch_patterns,
+    fuse_label_maps,
+    lookup,
+    rater_regions,
+    staple,
+)
+from htcnns.labels import REGIONS, Label
 
 
 def noisy_raters(count: int, seed: int) -> np.ndarray:
@@ -27,15 +40,74 @@ def simpleitk_staple(raters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
             np.array(staple_filter.GetSpecificity()))
 
 
-@pytest.mark.parametrize(("count", "seed"), [(2, 0), (3, 1), (4, 2), (7, 3)], ids=["2", "3", "4", "7"])
-def test_staple_matches_simpleitk(count, seed):
-    raters = noisy_raters(count, seed)
+def assert_matches_simpleitk(raters: np.ndarray, tolerance: float = 1e-6) -> None:
+    """Same final mask as SimpleITK; posterior, sensitivity and specificity within ``tolerance``."""
     ours = staple(torch.from_numpy(raters))
     probability, sensitivity, specificity = simpleitk_staple(raters)
-    assert np.array_equal(ours.probability.numpy() > 0.5, probability > 0.5)
-    assert np.abs(ours.probability.numpy() - probability).max() < 1e-6
-    assert np.allclose(ours.sensitivity.numpy(), sensitivity, atol=1e-8)
-    assert np.allclose(ours.specificity.numpy(), specificity, atol=1e-8)
+    assert np.array_equal(ours.mask().numpy(), probability > 0.5)
+    assert np.abs(ours.probability.numpy() - probability).max() < tolerance
+    assert np.abs(ours.sensitivity.numpy() - sensitivity).max() < tolerance
+    assert np.abs(ours.specificity.numpy() - specificity).max() < tolerance
+
+
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 6, 7])
+def test_staple_matches_simpleitk(count):
+    assert_matches_simpleitk(noisy_raters(count, seed=count))
+
+
+def test_staple_matches_simpleitk_with_identical_raters():
+    assert_matches_simpleitk(np.stack([noisy_raters(1, 5)[0]] * 3))
+
+
+def test_staple_matches_simpleitk_with_one_empty_rater():
+    raters = noisy_raters(4, 9)
+    raters[1] = False
+    assert_matches_simpleitk(raters)
+
+
+def canonical_labels(path: Path) -> np.ndarray:
+    """A label map in RAS+ voxel order with BraTS 2023 values (4 -> 3)."""
+    labels = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj).astype(np.uint8)
+    labels[labels == 4] = Label.ET
+    return labels
+
+
+def brats2023_raters() -> list[np.ndarray]:
+    """The winner's and isen's segmentations of BraTS-GLI-00001-000, plus the winner's eroded by one voxel."""
+    case = require_real_case()
+    winner, isen = (canonical_labels(case / name) for name in ("seg-BraTS23_1.nii.gz", "seg-bratstoolkit_isen.nii.gz"))
+    eroded = np.where(ndimage.binary_erosion(winner > 0), winner, 0).astype(np.uint8)
+    return [winner, isen, eroded]
+
+
+def deepmedic_raters() -> list[np.ndarray]:
+    """The expert map of DeepMedic's pat0001 and three perturbed copies: shifted, grown, with ET thinned."""
+    path = SHARED / "data/deepmedic-brats2015/brats2015TrainingData/test/brats_2013_pat0001_1/OTMultiClass.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"shared DeepMedic data not present at {path}")
+    truth = np.asarray(nib.load(path).dataobj).astype(np.uint8)
+    truth = np.array([0, 1, 2, 1, 3], np.uint8)[truth]  # BraTS 2015 -> 2023: non-enhancing joins NCR, ET is 3
+    shifted = np.roll(truth, 2, axis=0)
+    grown = np.where((truth == 0) & ndimage.binary_dilation(truth > 0, iterations=2), 2, truth).astype(np.uint8)
+    thinned = np.where((truth == 3) & ~ndimage.binary_erosion(truth == 3), 1, truth).astype(np.uint8)
+    return [truth, shifted, grown, thinned]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rater_set", [brats2023_raters, deepmedic_raters], ids=["gli00001", "deepmedic"])
+def test_staple_matches_simpleitk_on_real_segmentations(rater_set):
+    regions = rater_regions(rater_set()).numpy()
+    for region, raters in zip(REGIONS, regions, strict=True):
+        assert raters.any(), region
+        assert_matches_simpleitk(raters, tolerance=1e-4)
+
+
+def test_gpu_path_packs_and_looks_up_like_the_cpu_path():
+    raters = noisy_raters(9, 11)
+    packed = _torch_patterns(torch.from_numpy(raters), torch.int32)
+    assert np.array_equal(packed.numpy(), _numpy_patterns(raters, np.dtype(np.int32)))
+    table = torch.rand(2**9, dtype=torch.float64)
+    assert torch.equal(lookup(table, packed), table[packed.long()])
 
 
 def test_identical_raters_give_their_mask():
@@ -44,9 +116,12 @@ def test_identical_raters_give_their_mask():
     assert np.array_equal(result.probability.numpy() > 0.5, rater)
 
 
-def test_all_empty_raters_give_empty_mask_without_nan():
-    result = staple(torch.zeros((3, 5, 5, 5), dtype=torch.bool))
-    assert torch.isfinite(result.probability).all() and not (result.probability > 0.5).any()
+def test_all_empty_raters_give_empty_mask_without_nan_as_simpleitk():
+    raters = np.zeros((3, 5, 5, 5), dtype=bool)
+    result = staple(torch.from_numpy(raters))
+    assert torch.isfinite(result.probability).all() and not result.mask().any()
+    probability, _, _ = simpleitk_staple(raters)
+    assert not (probability > 0.5).any()
 
 
 def test_one_empty_rater_is_outvoted_and_gets_low_sensitivity():

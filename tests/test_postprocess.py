@@ -106,10 +106,11 @@ def literal_postprocess(probs: np.ndarray, params: PostprocessParams) -> np.ndar
     components, count = ndimage.label(labels == 3, structure=np.ones((3, 3, 3)))
     for index in range(1, count + 1):
         voxels = components == index
-        if voxels.sum() < params.min_et_component_voxels and probs[2][voxels].mean() < np.float32(0.9):
+        if voxels.sum() < params.min_et_component_voxels and probs[2][voxels].mean(dtype=np.float64) < np.float32(0.9):
             labels[voxels] = 1
     et_voxels = labels == 3
-    if 0 < et_voxels.sum() < params.min_total_et_voxels and probs[2][et_voxels].mean() < np.float32(0.9):
+    total_mean = probs[2][et_voxels].mean(dtype=np.float64) if et_voxels.any() else 1.0
+    if et_voxels.sum() < params.min_total_et_voxels and total_mean < np.float32(0.9):
         labels[et_voxels] = 1
     return labels
 
@@ -131,3 +132,46 @@ def test_brain_mask_clears_outside():
     brain[1:3, 1:3, 1:3] = True
     labels = postprocess(probs, PostprocessParams(min_total_et_voxels=0), brain=brain)
     assert (labels > 0).sum() == 8 and not labels[~brain].any()
+
+
+def scene(components: list[tuple[int, float]]) -> np.ndarray:
+    """Region probabilities (3, 40, 40, 40): one tumour core (WT = TC = 1) holding ET components of
+    (voxels, p(ET)) each, far apart; the core around them is NCR, so every ET component touches NCR."""
+    probs = np.zeros((3, *SHAPE), np.float32)
+    probs[:2, 1:39, 1:39, 1:39] = 1.0
+    for index, (voxels, prob) in enumerate(components):
+        labels, et_prob = et_blob(voxels, prob, origin=(2 + 12 * (index % 3), 2 + 12 * (index // 3), 5 + index))
+        probs[2][labels == Label.ET] = et_prob[labels == Label.ET]
+    return probs
+
+
+LARGE_SURE_ET = (100, 0.95)  # keeps the total-ET rule out of the way of the per-component rule
+
+
+@pytest.mark.parametrize(
+    ("components", "et_threshold", "et_voxels"),
+    [
+        ([(15, 0.6), LARGE_SURE_ET], 0.5, 100),
+        ([(16, 0.6), LARGE_SURE_ET], 0.5, 116),
+        ([(15, float(np.float32(0.9)) - 1e-6), LARGE_SURE_ET], 0.5, 100),
+        ([(15, 0.9), LARGE_SURE_ET], 0.5, 115),
+        ([(72, 0.6)], 0.5, 0),
+        ([(73, 0.6)], 0.5, 73),
+        ([(40, 0.6), (32, 0.6)], 0.5, 0),
+        ([(40, 0.6), (33, 0.6)], 0.5, 73),
+        ([(72, 0.9)], 0.5, 72),
+        ([(72, 0.8999)], 0.5, 0),
+        ([(100, 0.7)], float(np.float32(0.7)), 100),
+        ([(100, 0.7)], 0.70001, 0),
+    ],
+    ids=["component-15", "component-16", "mean-just-below-0.9", "mean-0.9", "total-72", "total-73",
+         "total-72-in-two", "total-73-in-two", "total-72-mean-0.9", "total-72-mean-below", "threshold-at",
+         "threshold-above"],
+)
+def test_rules_at_their_boundaries_agree_with_the_literal_restatement(components, et_threshold, et_voxels):
+    probs = scene(components)
+    params = PostprocessParams(et_threshold=et_threshold)
+    ours = postprocess(probs, params)
+    assert np.array_equal(ours, literal_postprocess(probs, params))
+    assert (ours == Label.ET).sum() == et_voxels
+    assert (ours > 0).sum() == (probs[0] >= 0.5).sum(), "demoted ET must become NCR, never background"

@@ -93,6 +93,13 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     add_train_arguments(parser)
 
 
+def add_fuse_parser(commands: argparse._SubParsersAction) -> None:
+    """``htcnns fuse``."""
+    from htcnns.fuse_command import add_fuse_arguments
+
+    add_fuse_arguments(commands.add_parser("fuse", help="fuse the label maps of several algorithms (STAPLE)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="htcnns", description=__doc__)
@@ -102,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_parser(commands)
     add_demo_parser(commands)
     add_train_parser(commands)
+    add_fuse_parser(commands)
     return parser
 
 

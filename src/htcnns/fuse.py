@@ -31,13 +31,59 @@ class FusionMethod(StrEnum):
 
 @dataclass(frozen=True)
 class StapleResult:
-    """probability: float64 (...) posterior of foreground per voxel, the input's spatial shape.
+    """patterns: integer (...) per voxel, bit r set where rater r voted foreground (the input's spatial shape).
+    pattern_posterior: float64 (2**R,) posterior of foreground for each decision pattern.
     sensitivity, specificity: float64 (R,) per rater. iterations: EM steps run."""
 
-    probability: torch.Tensor
+    patterns: torch.Tensor
+    pattern_posterior: torch.Tensor
     sensitivity: torch.Tensor
     specificity: torch.Tensor
     iterations: int
+
+    @property
+    def probability(self) -> torch.Tensor:
+        """float64 (...) posterior of foreground per voxel."""
+        return lookup(self.pattern_posterior, self.patterns)
+
+    def mask(self) -> torch.Tensor:
+        """bool (...) voxels whose posterior exceeds 0.5 (a lookup, cheaper than thresholding ``probability``)."""
+        return lookup(self.pattern_posterior > 0.5, self.patterns)
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for an integer index volume; on the CPU through numpy, measured 4x faster than torch there."""
+    if index.device.type == "cpu":
+        return torch.from_numpy(table.numpy()[index.numpy()])
+    return table[index.long()]
+
+
+def decision_patterns(masks: torch.Tensor) -> torch.Tensor:
+    """Integer (...) per voxel with bit r set where rater r voted foreground; the smallest dtype that holds R bits.
+
+    On the CPU the bit packing runs in numpy (measured 2x faster than torch's uint8 kernels on 2 threads).
+    """
+    packed_dtype = torch.uint8 if masks.shape[0] <= 8 else torch.int32
+    if masks.device.type == "cpu":
+        return torch.from_numpy(_numpy_patterns(masks.numpy(), torch.empty(0, dtype=packed_dtype).numpy().dtype))
+    return _torch_patterns(masks, packed_dtype)
+
+
+def _torch_patterns(masks: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """torch (GPU) path of :func:`decision_patterns` for bool (R, ...) masks."""
+    patterns = torch.zeros(masks.shape[1:], dtype=dtype, device=masks.device)
+    for rater, mask in enumerate(masks):
+        patterns.bitwise_or_(mask.to(dtype).bitwise_left_shift(rater))
+    return patterns
+
+
+def _numpy_patterns(masks: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """numpy twin of :func:`decision_patterns` for bool (R, ...) masks."""
+    patterns = np.zeros(masks.shape[1:], dtype)
+    for rater, mask in enumerate(masks):
+        votes = mask.view(np.uint8) if dtype == np.uint8 else mask.astype(dtype)
+        patterns |= votes << dtype.type(rater)
+    return patterns
 
 
 def staple(masks: torch.Tensor, *, tolerance: float = 1e-7, max_iterations: int = 10_000) -> StapleResult:
@@ -51,12 +97,10 @@ def staple(masks: torch.Tensor, *, tolerance: float = 1e-7, max_iterations: int 
     raters = masks.shape[0]
     if not 1 <= raters <= MAX_RATERS:
         raise ValueError(f"STAPLE needs 1 to {MAX_RATERS} raters, got {raters}")
-    flat = masks.reshape(raters, -1).to(torch.int64)
-    weights = (2 ** torch.arange(raters, device=masks.device))[:, None]
-    pattern_of_voxel = (flat * weights).sum(0)
-    counts = torch.bincount(pattern_of_voxel, minlength=2**raters).to(torch.float64)
-    bits = ((torch.arange(2**raters, device=masks.device)[:, None] >> torch.arange(raters, device=masks.device))
-            & 1).bool()
+    patterns = decision_patterns(masks.bool())
+    counts = torch.bincount(patterns.reshape(-1), minlength=2**raters).to(torch.float64)
+    pattern_ids = torch.arange(2**raters, device=masks.device)
+    bits = ((pattern_ids[:, None] >> torch.arange(raters, device=masks.device)) & 1).bool()
     posterior = bits.sum(1).double() / raters  # ITK's start: the fraction of raters voting foreground
     prior = (counts * posterior).sum() / counts.sum()
     p = q = torch.zeros(raters, dtype=torch.float64, device=masks.device)
@@ -70,8 +114,7 @@ def staple(masks: torch.Tensor, *, tolerance: float = 1e-7, max_iterations: int 
         p, q, iterations = new_p, new_q, iterations + 1
         if converged:
             break
-    probability = posterior[pattern_of_voxel].reshape(masks.shape[1:])
-    return StapleResult(probability, p, q, iterations)
+    return StapleResult(patterns, posterior, p, q, iterations)
 
 
 def _pattern_posterior(bits: torch.Tensor, prior: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -95,11 +138,21 @@ def _update_performance(
     return new_p, new_q
 
 
-def fuse_regions(masks: torch.Tensor, method: FusionMethod) -> torch.Tensor:
-    """One fused bool mask from R rater masks (R, ...): STAPLE posterior > 0.5, or a strict majority."""
-    if method == FusionMethod.MAJORITY:
-        return masks.sum(0) * 2 > masks.shape[0]
-    return staple(masks).probability > 0.5
+def rater_regions(label_maps: Sequence[np.ndarray], device: str = "cpu") -> torch.Tensor:
+    """bool (3, R, X, Y, Z): the nested regions (WT, TC, ET) of each of R BraTS 2023 label maps, on ``device``."""
+    return torch.from_numpy(np.stack([regions_from_labels(labels) for labels in label_maps], axis=1)).to(device)
+
+
+def staple_label_maps(label_maps: Sequence[np.ndarray], device: str = "cpu") -> tuple[np.ndarray, list[StapleResult]]:
+    """STAPLE per region (WT, TC, ET), then ET inside TC inside WT.
+
+    Returns:
+        uint8 (X, Y, Z) nested label map, and the STAPLE result of each region in REGIONS order.
+    """
+    regions = rater_regions(label_maps, device)
+    results = [staple(masks) for masks in regions]
+    fused = torch.stack([result.mask() for result in results])
+    return labels_from_regions(fused.cpu().numpy()), results
 
 
 def fuse_label_maps(
@@ -115,6 +168,8 @@ def fuse_label_maps(
     Returns:
         uint8 (X, Y, Z) nested label map.
     """
-    regions = torch.from_numpy(np.stack([regions_from_labels(labels) for labels in label_maps])).to(device)
-    fused = torch.stack([fuse_regions(regions[:, region], method) for region in range(regions.shape[1])])
-    return labels_from_regions(fused.cpu().numpy())
+    if method == FusionMethod.STAPLE:
+        return staple_label_maps(label_maps, device)[0]
+    regions = rater_regions(label_maps, device)
+    majority = regions.sum(1) * 2 > regions.shape[1]  # strict majority of raters, per region
+    return labels_from_regions(majority.cpu().numpy())
