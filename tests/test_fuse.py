@@ -14,6 +14,7 @@ from htcnns.fuse import (
     FusionMethod,
     _numpy_patterns,
     _torch_patterns,
+    foreground_box,
     fuse_label_maps,
     lookup,
     rater_regions,
@@ -147,3 +148,10 @@ def test_fused_label_map_is_nested_and_majority_agrees_on_clear_votes():
     for method in FusionMethod:
         fused = fuse_label_maps([base, base, odd], method)
         assert np.array_equal(fused, base), method
+
+
+def test_foreground_box_bounds_every_rater_and_is_empty_without_foreground():
+    masks = torch.zeros((3, 10, 12, 8), dtype=torch.bool)
+    masks[0, 2, 3, 4] = masks[2, 7, 9, 1] = True
+    assert foreground_box(masks) == (slice(2, 8), slice(3, 10), slice(1, 5))
+    assert foreground_box(torch.zeros((2, 4, 4, 4), dtype=torch.bool)) == (slice(0, 0),) * 3

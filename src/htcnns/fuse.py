@@ -4,8 +4,9 @@ STAPLE is Warfield et al. 2004 (EM over rater sensitivity p and specificity q), 
 ITK's ``STAPLEImageFilter``: the posterior starts as the fraction of raters voting foreground, the prior is
 its mean over the whole image; each step updates p and q (M) then the posterior (E), and stops once no p or q
 moved by more than ``tolerance`` (ITK: squared change <= 1e-14). With R raters a voxel can only show 2**R decision
-patterns, so each EM step runs on the pattern histogram (exact, and independent of the image size); it runs on
-whatever device the masks are on.
+patterns, so each EM step runs on the pattern histogram (exact, and independent of the image size); the histogram
+is counted inside the box holding all raters' foreground (outside it every voxel shows the all-background pattern).
+It runs on whatever device the masks are on.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ class FusionMethod(StrEnum):
 
 @dataclass(frozen=True)
 class StapleResult:
-    """patterns: integer (...) per voxel, bit r set where rater r voted foreground (the input's spatial shape).
+    """patterns: integer per voxel of ``box``, bit r set where rater r voted foreground (outside ``box`` no rater
+    did, so the pattern there is 0). box: the part of the image (``shape``) that holds every rater's foreground.
     pattern_posterior: float64 (2**R,) posterior of foreground for each decision pattern.
     sensitivity, specificity: float64 (R,) per rater. iterations: EM steps run."""
 
     patterns: torch.Tensor
+    box: tuple[slice, ...]
+    shape: tuple[int, ...]
     pattern_posterior: torch.Tensor
     sensitivity: torch.Tensor
     specificity: torch.Tensor
@@ -43,12 +47,34 @@ class StapleResult:
 
     @property
     def probability(self) -> torch.Tensor:
-        """float64 (...) posterior of foreground per voxel."""
-        return lookup(self.pattern_posterior, self.patterns)
+        """float64 (...) posterior of foreground per voxel, the input's spatial shape."""
+        return self._per_voxel(self.pattern_posterior)
 
     def mask(self) -> torch.Tensor:
         """bool (...) voxels whose posterior exceeds 0.5 (a lookup, cheaper than thresholding ``probability``)."""
-        return lookup(self.pattern_posterior > 0.5, self.patterns)
+        return self._per_voxel(self.pattern_posterior > 0.5)
+
+    def _per_voxel(self, table: torch.Tensor) -> torch.Tensor:
+        """``table[pattern]`` for every voxel of the image."""
+        volume = torch.full(self.shape, table[0].item(), dtype=table.dtype, device=table.device)
+        volume[self.box] = lookup(table, self.patterns)
+        return volume
+
+
+def foreground_box(masks: torch.Tensor) -> tuple[slice, ...]:
+    """The smallest box holding every rater's foreground voxels of bool (R, ...) masks; empty when there are none."""
+    box = []
+    for axis in range(1, masks.ndim):
+        hits = torch.nonzero(_any(masks, tuple(a for a in range(masks.ndim) if a != axis))).flatten()
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1) if len(hits) else slice(0, 0))
+    return tuple(box)
+
+
+def _any(masks: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``masks.any(dims)``; on the CPU through numpy, measured 10x faster than torch's bool reductions there."""
+    if masks.device.type == "cpu":
+        return torch.from_numpy(np.asarray(masks.numpy().any(axis=dims)))
+    return masks.any(dim=dims)
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -97,8 +123,11 @@ def staple(masks: torch.Tensor, *, tolerance: float = 1e-7, max_iterations: int 
     raters = masks.shape[0]
     if not 1 <= raters <= MAX_RATERS:
         raise ValueError(f"STAPLE needs 1 to {MAX_RATERS} raters, got {raters}")
-    patterns = decision_patterns(masks.bool())
+    masks = masks.bool()
+    box = foreground_box(masks)
+    patterns = decision_patterns(masks[(slice(None), *box)])
     counts = torch.bincount(patterns.reshape(-1), minlength=2**raters).to(torch.float64)
+    counts[0] += masks[0].numel() - patterns.numel()  # outside the box every rater voted background
     pattern_ids = torch.arange(2**raters, device=masks.device)
     bits = ((pattern_ids[:, None] >> torch.arange(raters, device=masks.device)) & 1).bool()
     posterior = bits.sum(1).double() / raters  # ITK's start: the fraction of raters voting foreground
@@ -114,7 +143,7 @@ def staple(masks: torch.Tensor, *, tolerance: float = 1e-7, max_iterations: int 
         p, q, iterations = new_p, new_q, iterations + 1
         if converged:
             break
-    return StapleResult(patterns, posterior, p, q, iterations)
+    return StapleResult(patterns, box, tuple(masks.shape[1:]), posterior, p, q, iterations)
 
 
 def _pattern_posterior(bits: torch.Tensor, prior: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
