@@ -1,6 +1,8 @@
-"""``htcnns train``: train one compact network on synthetic phantoms, score it and export it as frozen weights.
+"""``htcnns train``: train one compact network on synthetic data, score it and export it as frozen weights.
 
-Training data goes through the same ``preprocess`` as inference. Loss: Dice + binary cross-entropy on the
+Data (``--data``): the procedural phantoms of ``htcnns.synth``, or SynthSeg-style cases of ``htcnns.synthseg``
+(SRI24 anatomy + real tumour shapes, random physics-ordered contrasts; needs ``--atlas``, the shared data
+folder). Training data goes through the same ``preprocess`` as inference. Loss: Dice + binary cross-entropy on the
 three nested region channels (MONAI ``DiceCELoss``); Adam; cosine annealing; random flips and intensity
 shift/scale. The exported model is scored on held-out phantoms with the full inference path.
 """
@@ -15,6 +17,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,12 +35,17 @@ from htcnns.postprocess import PostprocessParams
 from htcnns.predict import to_network_input
 from htcnns.preprocess import Prepared, preprocess, restore_input_grid, to_prepared_grid
 from htcnns.synth import BRATS_SHAPE, Phantom, make_phantom
+from htcnns.synthseg import HELD_OUT, SyntheticCase, default_data_root, generate, load_sources
 from htcnns.validate import LoadedCase
 from htcnns.weights import LoadedModel, Manifest, load_model, save_model
 
 log = logging.getLogger(__name__)
 
 VALIDATION_SEED_OFFSET = 100_000
+DATA_KINDS = ("phantoms", "synthseg")
+
+TrainingCase = Phantom | SyntheticCase
+"""A generated case: ``image`` float32 (4, X, Y, Z), ``label`` uint8 (X, Y, Z), ``affine`` (4, 4)."""
 
 
 @dataclass(frozen=True)
@@ -58,30 +66,46 @@ class TrainConfig:
     threads: int = 2
     phantom_shape: tuple[int, int, int] = BRATS_SHAPE
     init_from: str = ""
+    data: str = "phantoms"
+    atlas: str = ""
+    refresh_every: int = 0
 
 
 @dataclass(frozen=True)
 class Sample:
-    """A preprocessed phantom: image float32 (4, x, y, z); regions float32 (3, x, y, z) in {0, 1}."""
+    """A preprocessed case: image float32 (4, x, y, z); regions (3, x, y, z) in {0, 1}, uint8 or float32."""
 
     image: np.ndarray
     regions: np.ndarray
 
 
-def prepare_phantom(phantom: Phantom) -> tuple[Prepared, np.ndarray]:
-    """Run a phantom through inference preprocessing; returns it and its labels on the prepared grid."""
+def prepare_phantom(phantom: TrainingCase) -> tuple[Prepared, np.ndarray]:
+    """Run a generated case through inference preprocessing; returns it and its labels on the prepared grid."""
     reference = nib.Nifti1Image(np.zeros(phantom.label.shape, np.uint8), phantom.affine)
     prepared = preprocess(LoadedCase("phantom", phantom.image, reference))
     return prepared, to_prepared_grid(phantom.label, prepared)
 
 
-def make_samples(seeds: range, shape: tuple[int, int, int]) -> list[Sample]:
-    """Training samples from phantoms of the given seeds and shape."""
-    samples = []
-    for seed in tqdm(seeds, desc="phantoms", unit="phantom", disable=None):
-        prepared, labels = prepare_phantom(make_phantom(seed, shape=shape))
-        samples.append(Sample(prepared.image, regions_from_labels(labels).astype(np.float32)))
-    return samples
+def case_maker(config: TrainConfig, split: str = "train") -> Callable[[int], TrainingCase]:
+    """seed -> generated case, for ``config.data``; synthseg sources load here (once), so a missing atlas
+    fails before any training. ``split`` "validation" draws synthseg tumours from the held-out label maps."""
+    if config.data == "synthseg":
+        sources = load_sources(Path(config.atlas) if config.atlas else default_data_root(), split)
+        return lambda seed: generate(seed, sources)
+    if config.data != "phantoms":
+        raise ValueError(f"data must be one of {DATA_KINDS}, got {config.data!r}")
+    return lambda seed: make_phantom(seed, shape=config.phantom_shape)
+
+
+def to_sample(case: TrainingCase) -> Sample:
+    """A training sample: the preprocessed case and its nested regions."""
+    prepared, labels = prepare_phantom(case)
+    return Sample(prepared.image, regions_from_labels(labels).astype(np.uint8))  # a quarter of float32's memory
+
+
+def make_samples(seeds: range, make_case: Callable[[int], TrainingCase]) -> list[Sample]:
+    """Training samples from the cases ``make_case`` generates for ``seeds``."""
+    return [to_sample(make_case(seed)) for seed in tqdm(seeds, desc="cases", unit="case", disable=None)]
 
 
 def random_patch(sample: Sample, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +129,7 @@ def random_patch(sample: Sample, size: int, rng: np.random.Generator) -> tuple[n
             image, target = np.flip(image, axis), np.flip(target, axis)
     scale = rng.uniform(0.9, 1.1, (4, 1, 1, 1)).astype(np.float32)
     shift = rng.uniform(-0.1, 0.1, (4, 1, 1, 1)).astype(np.float32)
-    return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target)
+    return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target, dtype=np.float32)
 
 
 def network_config(config: TrainConfig) -> dict:
@@ -116,9 +140,15 @@ def network_config(config: TrainConfig) -> dict:
     return preset
 
 
-def fit(network: torch.nn.Module, samples: list[Sample], config: TrainConfig) -> list[float]:
-    """Train in place; returns the loss of every step."""
+def fit(network: torch.nn.Module, samples: list[Sample], config: TrainConfig,
+        renew: Callable[[int], Sample] | None = None) -> list[float]:
+    """Train in place; returns the loss of every step.
+
+    With ``renew`` and ``config.refresh_every`` > 0, every ``refresh_every`` steps the oldest sample of the
+    pool is replaced by ``renew(k)`` (k = 0, 1, ...), so training sees fresh generated cases.
+    """
     rng = np.random.default_rng(config.seed)
+    samples = list(samples)
     loss_fn = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=1e-5)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
@@ -126,6 +156,9 @@ def fit(network: torch.nn.Module, samples: list[Sample], config: TrainConfig) ->
     network.train()
     progress = tqdm(range(config.steps), desc=f"train {config.architecture}", unit="step", disable=None)
     for step in progress:
+        if renew is not None and config.refresh_every > 0 and step > 0 and step % config.refresh_every == 0:
+            renewal = step // config.refresh_every - 1
+            samples[renewal % len(samples)] = renew(renewal)
         pairs = [random_patch(samples[rng.integers(len(samples))], config.patch_size, rng)
                  for _ in range(config.batch_size)]
         images = torch.from_numpy(np.stack([p[0] for p in pairs]))
@@ -142,11 +175,11 @@ def fit(network: torch.nn.Module, samples: list[Sample], config: TrainConfig) ->
     return losses
 
 
-def score(model: LoadedModel, seeds: range, shape: tuple[int, int, int]) -> dict[str, float]:
-    """Mean Dice per region of one model (inference path, post-processing included) on phantoms of ``seeds``."""
+def score(model: LoadedModel, seeds: range, make_case: Callable[[int], TrainingCase]) -> dict[str, float]:
+    """Mean Dice per region of one model (inference path, post-processing included) on the cases of ``seeds``."""
     per_case = []
     for seed in seeds:
-        phantom = make_phantom(seed, shape=shape)
+        phantom = make_case(seed)
         prepared, _ = prepare_phantom(phantom)
         image = to_network_input(prepared.image, torch.device("cpu"))
         labels = restore_input_grid(model_labels(image, prepared, model), prepared)
@@ -167,12 +200,15 @@ def initial_network(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
 
 def train(config: TrainConfig) -> Manifest:
     """Run one training, export weights + manifest + model card into ``config.output``."""
+    make_case, make_validation = case_maker(config), case_maker(config, "validation")
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
     network, parent = initial_network(config)
-    samples = make_samples(range(config.seed * 1000, config.seed * 1000 + config.phantoms), config.phantom_shape)
-    losses = fit(network, samples, config)
+    first = config.seed * 1000
+    samples = make_samples(range(first, first + config.phantoms), make_case)
+    losses = fit(network, samples, config, lambda k: to_sample(make_case(first + config.phantoms + k)))
+    renewed = (config.steps - 1) // config.refresh_every if config.refresh_every > 0 else 0
     network.eval()
     wall_time = time.perf_counter() - start
     folder = Path(config.output)
@@ -180,10 +216,9 @@ def train(config: TrainConfig) -> Manifest:
                      roi_size=(config.roi_size,) * 3, sha256="", postprocessing=PostprocessParams())
     validation = range(VALIDATION_SEED_OFFSET + config.seed * 1000,
                        VALIDATION_SEED_OFFSET + config.seed * 1000 + config.validation_phantoms)
-    dice = score(LoadedModel(draft, network, folder), validation, config.phantom_shape)
+    dice = score(LoadedModel(draft, network, folder), validation, make_validation)
     provenance = {
-        "data": f"synthetic phantoms from htcnns.synth, seeds {config.seed * 1000}.."
-                f"{config.seed * 1000 + config.phantoms - 1}; no real scans",
+        "data": data_description(config, first, first + config.phantoms + renewed - 1),
         "command": "htcnns train " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else "",
         "config": asdict(config),
         "seed": config.seed,
@@ -202,6 +237,31 @@ def train(config: TrainConfig) -> Manifest:
     return manifest
 
 
+SYNTHSEG_LICENCES = ("SRI24 atlas: CC BY-SA 3.0 (Rohlfing et al. 2010); DeepMedic BraTS 2015 subset: "
+                     "CC BY-NC-SA 3.0, non-commercial use only (Menze et al. 2015)")
+
+
+def data_description(config: TrainConfig, first_seed: int, last_seed: int) -> str:
+    """One line on the training data of a run, with licences where the data derive from third-party files."""
+    if config.data == "synthseg":
+        return (f"SynthSeg-style synthetic cases from htcnns.synthseg, seeds {first_seed}..{last_seed}: SRI24 atlas "
+                f"anatomy, tumour shapes from DeepMedic BraTS 2015 expert label maps ({', '.join(HELD_OUT)} held out) "
+                f"or procedural, random contrasts; no real image intensities. Licences: {SYNTHSEG_LICENCES}")
+    return f"synthetic phantoms from htcnns.synth, seeds {first_seed}..{last_seed}; no real scans"
+
+
+def _data_paragraph(data: str) -> str:
+    """The model card's paragraph on what the network was trained on."""
+    if data.startswith("SynthSeg"):
+        return (f"**Trained on synthetic images only** ({data}). It has never seen a real MRI intensity; the "
+                "shapes of its tumours come from real expert label maps. Its weights derive from the SRI24 atlas "
+                "(CC BY-SA 3.0) and the DeepMedic BraTS 2015 label maps (CC BY-NC-SA 3.0): non-commercial use "
+                "only. Do not use it for any clinical conclusion.")
+    return (f"**Trained on synthetic phantoms only** ({data}). It has never seen a real MRI scan or a real\n"
+            "tumour: it segments the project's phantoms and is a placeholder until weights trained on realistic "
+            "data land.\nDo not use it for any clinical or research conclusion on real scans.")
+
+
 def model_card(manifest: Manifest) -> str:
     """A short human-readable card for a model folder."""
     prov = manifest.provenance
@@ -211,9 +271,7 @@ def model_card(manifest: Manifest) -> str:
 **What it is.** A compact {manifest.architecture} network of HT-CNNs, output channels WT, TC, ET (sigmoid),
 input channels t1n, t1c, t2w, t2f (z-scored over the brain), sliding-window ROI {manifest.roi_size}.
 
-**Trained on synthetic phantoms only** ({prov["data"]}). It has never seen a real MRI scan or a real
-tumour: it segments the project's phantoms and is a placeholder until weights trained on realistic data land.
-Do not use it for any clinical or research conclusion on real scans.
+{_data_paragraph(prov["data"])}
 
 | item | value |
 |---|---|
@@ -222,7 +280,7 @@ Do not use it for any clinical or research conclusion on real scans.
 | steps | {prov["steps"]} (batch {prov["config"]["batch_size"]}, patch {prov["config"]["patch_size"]}^3) |
 | initialised from | {_parent_summary(prov.get("initialised_from") or {})} |
 | wall time | {prov["wall_time_s"]} s on {prov["machine"]} |
-| Dice on held-out phantoms (synthetic), seeds {prov["validation_seeds"]} | {dice} |
+| Dice on held-out synthetic cases, seeds {prov["validation_seeds"]} | {dice} |
 | date | {prov["date"]} |
 | weights sha256 | `{manifest.sha256}` |
 
@@ -248,14 +306,28 @@ def _parent_summary(parent: dict) -> str:
             f"{_parent_summary(earlier.get('initialised_from') or {})}")
 
 
+_HELP = {
+    "phantoms": "number of generated training cases (phantoms or synthseg cases) held in memory",
+    "validation_phantoms": "number of generated validation cases scored after training",
+    "refresh_every": "replace the oldest training case by a freshly generated one every N steps (0: never)",
+}
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``htcnns train``."""
     defaults = TrainConfig(architecture="unet", output="")
     parser.add_argument("--architecture", choices=sorted(PRESETS), required=True)
     parser.add_argument("--output", type=Path, required=True, help="model folder to write (e.g. models/unet)")
     for name in ("steps", "seed", "phantoms", "validation_phantoms", "patch_size", "batch_size", "roi_size",
-                 "threads"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+                 "threads", "refresh_every"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name),
+                            help=_HELP.get(name))
+    parser.add_argument("--data", choices=DATA_KINDS, default=defaults.data,
+                        help="training cases: procedural phantoms, or SynthSeg-style cases from the SRI24 atlas and "
+                             "real tumour label maps (read from --atlas)")
+    parser.add_argument("--atlas", type=str, default="",
+                        help="shared data folder holding sri24-brats-space/ and deepmedic-brats2015/ (for --data "
+                             "synthseg; default $HTCNNS_SHARED_DATA, else ../shared/data next to this checkout)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--preset", choices=["compact", "paper"], default=defaults.preset)
     parser.add_argument("--init-from", type=str, default="",

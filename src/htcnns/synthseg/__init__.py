@@ -1,0 +1,176 @@
+"""SynthSeg-style synthetic BraTS cases: real anatomy and tumour shapes, random but physically ordered contrasts.
+
+``generate(seed, sources)`` draws one case on the BraTS grid (240x240x155, 1 mm, RAS+):
+
+1. anatomy: the SRI24 CSF/GM/WM probability maps through a random affine + elastic warp (``anatomy``);
+2. tumour: a real expert label map (DeepMedic BraTS 2015, one held out) or a procedural glioma, flipped,
+   rotated, scaled, elastically deformed, placed in white matter, pushing the anatomy aside (``tumour``);
+3. contrast: per-class, per-modality means from physics-ordered ranges, partial-volume mixing (``contrast``);
+4. acquisition: bias field, blur / thick slices, noise, gamma; 0 outside the brain (``artefacts``).
+
+Sources are loaded once per folder and cached (``load_sources``). The same seed gives identical arrays.
+Licences of what the cases derive from: SRI24 atlas CC BY-SA 3.0; DeepMedic BraTS 2015 subset CC BY-NC-SA 3.0
+(non-commercial). See docs/synthseg.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from htcnns.errors import InputError
+from htcnns.labels import MODALITIES
+from htcnns.synth import _smooth_field
+from htcnns.synthseg import anatomy, artefacts, contrast, tumour
+from htcnns.synthseg.anatomy import BRATS_SHAPE, Atlas, load_atlas
+from htcnns.synthseg.tumour import DEEPMEDIC_DIR, HELD_OUT, TumourSource, load_tumour_sources
+
+__all__ = ["HELD_OUT", "SPLITS", "Sources", "SyntheticCase", "default_data_root", "generate", "load_sources"]
+
+ATLAS_DIR = "sri24-brats-space"
+PROCEDURAL_FRACTION = 0.35
+"""Share of cases whose tumour is procedural rather than a real label map."""
+ORIGINAL_SITE_FRACTION = 0.3
+"""Share of real tumours kept near the site where they were drawn (the rest go to a random WM voxel)."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What the generator draws from: the atlas and the real tumour label maps (held-out ones excluded)."""
+
+    atlas: Atlas
+    tumours: tuple[TumourSource, ...]
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    """One generated case.
+
+    image: float32 (4, 240, 240, 155), channels MODALITIES (t1n, t1c, t2w, t2f), RAS+ voxel order, intensities
+        relative to white matter (about 1), 0 outside the brain and > 0 inside.
+    label: uint8 (240, 240, 155), 0 background, 1 NCR, 2 ED, 3 ET.
+    tissue: uint8 (240, 240, 155), the deformed healthy anatomy (also under the tumour): 0 outside the brain,
+        1 CSF, 2 GM, 3 WM (the largest fraction).
+    affine: float64 (4, 4), voxel-to-world (RAS+, mm) of the SRI24/BraTS grid.
+    tumour_source: the real label map the tumour came from, or "procedural".
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    tissue: np.ndarray
+    affine: np.ndarray
+    tumour_source: str
+
+
+def default_data_root() -> Path:
+    """``$HTCNNS_SHARED_DATA`` if set, else ``../shared/data`` next to this checkout."""
+    env = os.environ.get("HTCNNS_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"
+
+
+SPLITS = ("train", "validation")
+
+
+@functools.lru_cache(maxsize=2)
+def _atlas(folder: Path) -> Atlas:
+    return load_atlas(folder)
+
+
+@functools.lru_cache(maxsize=4)
+def load_sources(root: Path, split: str = "train") -> Sources:
+    """Load (once per ``root`` and ``split``) the SRI24 atlas and DeepMedic label maps of ``root`` (shared/data).
+
+    ``split`` "train" takes every DeepMedic label map but the held-out ones (:data:`HELD_OUT`); "validation"
+    takes only those, to check what networks trained on the others do on tumour shapes they never saw.
+
+    Raises:
+        InputError: if ``root`` lacks ``sri24-brats-space/`` or the DeepMedic label maps.
+        ValueError: for an unknown ``split``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(root)
+    if not (root / ATLAS_DIR).is_dir():
+        raise InputError(f"synthseg sources not found: {root / ATLAS_DIR} does not exist; pass --atlas with the "
+                         "shared data folder (holding sri24-brats-space/ and deepmedic-brats2015/) or set "
+                         "HTCNNS_SHARED_DATA")
+    names = tuple(p.parent.name for p in (root / DEEPMEDIC_DIR).glob("*/*/OTMultiClass.nii.gz"))
+    excluded = HELD_OUT if split == "train" else tuple(n for n in names if n not in HELD_OUT)
+    return Sources(_atlas(root / ATLAS_DIR), load_tumour_sources(root / DEEPMEDIC_DIR, excluded))
+
+
+def _draw_tumour(rng: np.random.Generator, sources: Sources) -> tuple[str, np.ndarray, float, np.ndarray]:
+    """(source name, uint8 label box, zoom, atlas voxel of its centre) of this case's tumour."""
+    site = sources.atlas.wm_voxels[rng.integers(len(sources.atlas.wm_voxels))].astype(float)
+    if rng.random() < PROCEDURAL_FRACTION or not sources.tumours:
+        return "procedural", tumour.procedural_labels(rng), 1.0, site
+    source = sources.tumours[rng.integers(len(sources.tumours))]
+    if rng.random() < ORIGINAL_SITE_FRACTION:
+        site = source.centre + rng.uniform(-5, 5, 3)
+    return source.name, source.labels, float(rng.uniform(0.7, 1.2)), site
+
+
+def _render(rng: np.random.Generator, probs: np.ndarray, inner: tuple[slice, ...], lesion: np.ndarray) -> np.ndarray:
+    """Four modalities of the output box, float32 (4, bx, by, bz), from tissue and tumour fractions."""
+    means = contrast.draw_means(rng)
+    heterogeneity = contrast.draw_texture(rng)
+    outside = probs.sum(axis=0) < 0.5
+    unit_noise = artefacts.noise_volume(rng, outside.shape)
+    images = np.empty((len(MODALITIES), *probs.shape[1:]), np.float32)
+    for channel in range(len(MODALITIES)):
+        means[channel] = artefacts.gamma(rng, means[channel])
+        image = contrast.mix(probs, means[channel])
+        if lesion.size:
+            field = _smooth_field(rng, lesion.shape[1:], 3.0)
+            texture = 1.0 + heterogeneity[channel].reshape(3, 1, 1, 1) * field
+            contrast.blend(image[inner], lesion, means[channel], texture)
+        image[outside] = means[channel, 0]  # blur the brain edge against CSF, not against 0
+        images[channel] = artefacts.acquire(rng, image, outside, unit_noise, channel)
+    return images
+
+
+def _labels(probs: np.ndarray, inner: tuple[slice, ...], lesion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 maps of the output box: tumour labels (arg-max of rest, NCR, ED, ET fractions) and tissues
+    (1 + arg-max of CSF, GM, WM), both 0 outside the brain."""
+    outside = probs.sum(axis=0) < 0.5
+    labels = np.zeros(probs.shape[1:], np.uint8)
+    if lesion.size:
+        rest = 1.0 - lesion.sum(axis=0, keepdims=True)
+        labels[inner] = np.argmax(np.concatenate([rest, lesion]), axis=0).astype(np.uint8)
+    tissue = np.argmax(probs, axis=0).astype(np.uint8) + 1
+    labels[outside] = 0
+    tissue[outside] = 0
+    return labels, tissue
+
+
+def generate(seed: int, sources: Sources) -> SyntheticCase:
+    """Generate one synthetic case; deterministic: the same seed and sources give identical arrays.
+
+    Args:
+        seed: random seed (any non-negative integer).
+        sources: from :func:`load_sources`.
+
+    Returns:
+        A :class:`SyntheticCase` on the full BraTS grid.
+    """
+    rng = np.random.default_rng(seed)
+    atlas = sources.atlas
+    warp = anatomy.draw_warp(rng, atlas)
+    box = anatomy.output_box(warp, atlas)
+    name, source_labels, zoom, site = _draw_tumour(rng, sources)
+    soft = tumour.soft_tumour(rng, source_labels, zoom)
+    centre = warp.to_output(site[None])[0]
+    grid = anatomy.sampling_grid(rng, warp, atlas, box)
+    radius = float(np.cbrt(3.0 * (soft[0].sum() + soft[2].sum()) / (4.0 * np.pi)))  # of the core, voxels
+    anatomy.add_mass_effect(grid, box, warp, atlas, (centre, radius, float(rng.uniform(0.0, 0.5)) * radius))
+    probs = anatomy.deform(atlas, grid)
+    inner, lesion = tumour.place(soft, centre, probs, box)
+    image = np.zeros((len(MODALITIES), *BRATS_SHAPE), np.float32)
+    image[(slice(None), *box)] = _render(rng, probs, inner, lesion)
+    label, tissue = np.zeros(BRATS_SHAPE, np.uint8), np.zeros(BRATS_SHAPE, np.uint8)
+    label[box], tissue[box] = _labels(probs, inner, lesion)
+    return SyntheticCase(image, label, tissue, atlas.affine.copy(), name)
