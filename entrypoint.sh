@@ -1,26 +1,91 @@
 #!/usr/bin/env bash
 # HT-CNNs container entrypoint: segment every case under the input folder into <output>/<case-id>.nii.gz.
 #
-#   docker run --gpus all --network none -v in:/input:ro -v out:/output IMAGE
+# Two forms (see container/README.md):
+#   IMAGE [segment options]            /input -> /output; docker run, BraTS orchestrator 2025 and later
+#   IMAGE infer --data_path=DIR --output_path=DIR [--parameters_file=FILE] [--report_path=FILE] [segment options]
+#                                      MLCube / MedPerf / BraTS orchestrator up to 2024; "--key value" works too
+# Segment options go to `htcnns segment` (e.g. --labels brats2021, --case-timeout 900, --overwrite).
 #
-# Paths can be overridden for testing: HTCNNS_INPUT (default /input), HTCNNS_OUTPUT (default /output).
-# Extra arguments are passed to `htcnns segment` (e.g. --labels brats2021, --fusion majority).
-# Exit codes: 0 every case segmented; 1 at least one case failed (the others were written);
-#             2 unusable setup (no input folder, no cases, broken weights).
-set -euo pipefail
+# Environment (for testing and special set-ups):
+#   HTCNNS_INPUT, HTCNNS_OUTPUT  replace /input and /output in the first form.
+#   HTCNNS_REPORT                the JSON run report: a file name, or "none". Default: <output>/htcnns-report.json
+#                                in the first form; none in the infer form, because the orchestrator reads every
+#                                file of the output folder as a label map (use --report_path there).
+#   TMPDIR                       where a private scratch folder for caches and temporary files is made (default
+#                                /tmp); it is removed on exit. HOME is moved there when it is not writable.
+#
+# Exit codes:
+#   0          every case segmented (or a valid output kept from an earlier run);
+#   1          some case failed, the others were written (one error line each, and the report), or the report
+#              could not be written;
+#   2          nothing could run: bad arguments, no input folder or no cases, output folder not writable, no
+#              writable TMPDIR, missing or tampered weights;
+#   130 / 143  stopped by SIGINT / SIGTERM: finished outputs are complete, no partial file is left, a rerun resumes.
+set -uo pipefail
+
+die() { echo "ERROR $*" >&2; exit 2; }
 
 input="${HTCNNS_INPUT:-/input}"
 output="${HTCNNS_OUTPUT:-/output}"
+report="${HTCNNS_REPORT:-}"
+parameters=""
+options=()
+if [ "${1:-}" = infer ]; then
+  shift
+  input="" output="" report="${HTCNNS_REPORT:-none}"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --data_path | --output_path | --parameters_file | --report_path)
+        [ $# -ge 2 ] || die "$1 needs a value"
+        set -- "$1=$2" "${@:3}"
+        continue ;;
+      --data_path=*) input="${1#*=}" ;;
+      --output_path=*) output="${1#*=}" ;;
+      --parameters_file=*) parameters="${1#*=}" ;;
+      --report_path=*) report="${1#*=}" ;;
+      *) options+=("$1") ;;
+    esac
+    shift
+  done
+  [ -n "$input" ] || die "infer needs --data_path=DIR (the folder of cases)"
+  [ -n "$output" ] || die "infer needs --output_path=DIR (the folder for the label maps)"
+else
+  options=("$@")
+fi
+if [ -n "$parameters" ]; then
+  echo "INFO parameters file $parameters accepted; this image takes no parameters from it" >&2
+fi
+case "$report" in
+  "") report_option=() ;;
+  none) report_option=(--no-report) ;;
+  *) report_option=(--report "$report") ;;
+esac
 
-# Caches and temporary files only under a writable temporary folder (read-only image, arbitrary uid).
-scratch="$(mktemp -d "${TMPDIR:-/tmp}/htcnns.XXXXXX")"
+# Caches and temporary files only in a private folder under TMPDIR (read-only image, any uid, no writable HOME).
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/htcnns.XXXXXX" 2>/dev/null)" \
+  || die "no writable temporary folder at ${TMPDIR:-/tmp}; give the container one (docker run --tmpfs /tmp)" \
+         "or set TMPDIR"
 trap 'rm -rf "$scratch"' EXIT
-export HOME="${HOME:-$scratch}"
-[ -w "$HOME" ] || export HOME="$scratch"
-export MPLCONFIGDIR="$scratch/matplotlib" TORCH_HOME="$scratch/torch" XDG_CACHE_HOME="$scratch/cache"
+if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ] || [ ! -w "$HOME" ]; then
+  export HOME="$scratch"
+fi
+export TMPDIR="$scratch" MPLCONFIGDIR="$scratch/matplotlib" TORCH_HOME="$scratch/torch" \
+  XDG_CACHE_HOME="$scratch/cache" CUDA_CACHE_PATH="$scratch/nv"
 
-if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   echo "WARNING: no GPU visible; segmenting on the CPU (much slower). Run with --gpus all to use the GPU." >&2
 fi
 
-exec htcnns segment --input "$input" --output "$output" "$@"
+# Run as a child, not with exec, so the scratch folder is removed on exit; forward stop signals to it.
+htcnns segment --input "$input" --output "$output" "${report_option[@]}" "${options[@]}" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM HUP
+trap 'kill -INT "$child" 2>/dev/null' INT
+wait "$child"
+status=$?
+while kill -0 "$child" 2>/dev/null; do  # wait was cut short by a forwarded signal: wait for the real exit
+  wait "$child"
+  status=$?
+done
+exit "$status"

@@ -1,9 +1,10 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from conftest import brain_volumes, write_case
-from htcnns.cases import find_cases, parse_name
+from htcnns.cases import case_id_problem, display_id, find_cases, parse_name
 
 
 @pytest.mark.parametrize(
@@ -45,3 +46,44 @@ def test_missing_and_duplicate_modalities_are_reported(tmp_path: Path):
     missing, duplicated = find_cases(tmp_path)
     assert missing.problem == "missing modality t2f (need t1n, t1c, t2w, t2f)"
     assert duplicated.problem.startswith("more than one file for t1n, t1c, t2w, t2f")
+
+
+def test_links_inside_are_followed_links_outside_are_refused(tmp_path: Path):
+    image = brain_volumes((12, 14, 10))
+    outside = write_case(tmp_path / "outside", "ELSEWHERE", image)
+    inside = write_case(tmp_path / "in" / "IN", "IN", image)
+    (inside / "IN-t2f.nii.gz").rename(tmp_path / "in" / "real-t2f-file.nii.gz")
+    (inside / "IN-t2f.nii.gz").symlink_to(tmp_path / "in" / "real-t2f-file.nii.gz")
+    escaped = write_case(tmp_path / "in" / "OUT", "OUT", image)
+    (escaped / "OUT-t2f.nii.gz").unlink()
+    (escaped / "OUT-t2f.nii.gz").symlink_to(outside / "ELSEWHERE-t2f.nii.gz")
+    (tmp_path / "in" / "linked-folder").symlink_to(outside)
+    cases = {c.case_id: c for c in find_cases(tmp_path / "in")}
+    assert sorted(cases) == ["IN", "OUT"]  # the linked folder is not entered
+    assert not cases["IN"].problem
+    assert cases["OUT"].problem.startswith("OUT-t2f.nii.gz is a link to ") and "outside the input folder" in \
+        cases["OUT"].problem
+
+
+def test_broken_links_and_special_files_are_reported(tmp_path: Path):
+    folder = write_case(tmp_path / "A", "A", brain_volumes((12, 14, 10)))
+    (folder / "A-t1n.nii.gz").unlink()
+    (folder / "A-t1n.nii.gz").symlink_to(folder / "nowhere.nii.gz")
+    folder = write_case(tmp_path / "B", "B", brain_volumes((12, 14, 10)))
+    (folder / "B-t1n.nii.gz").unlink()
+    os.mkfifo(folder / "B-t1n.nii.gz")
+    broken, fifo = find_cases(tmp_path)
+    assert broken.problem == "A-t1n.nii.gz is a broken link"
+    assert fifo.problem == "B-t1n.nii.gz is not a regular file (a folder, pipe or device); put the image file there"
+
+
+@pytest.mark.parametrize(("case_id", "safe"), [("BraTS-GLI-00001-000", True), ("Case with spaces", True),
+                                                ("Fall-Ü-脳", True), ("..", False), (".hidden", False),
+                                                ("a\\b", False), ("line\nbreak", False)],
+                         ids=["brats", "spaces", "non-ascii", "dotdot", "hidden", "backslash", "newline"])
+def test_case_ids_must_name_a_plain_output_file(tmp_path: Path, case_id: str, safe: bool):
+    write_case(tmp_path, case_id, brain_volumes((12, 14, 10)))
+    [case] = find_cases(tmp_path)
+    assert case.case_id == case_id and (case.problem == "") == safe
+    assert case.problem == case_id_problem(case_id)
+    assert "\n" not in display_id(case_id)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import LPS_AFFINE
-from htcnns.errors import InputError
-from htcnns.io import read_volume, write_label_map
+from htcnns.errors import InputError, OutputError
+from htcnns.io import MAX_VOXELS, atomic_write_text, read_volume, remove_partial_files, write_label_map
 
 
 def test_read_squeezes_trailing_singleton_axis(tmp_path: Path):
@@ -50,6 +50,64 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(nib, "save", half_write_then_fail)
     reference = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), LPS_AFFINE)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match=r"cannot write .*case.nii.gz: No space left on device"):
         write_label_map(np.zeros((4, 4, 4), np.uint8), reference, tmp_path / "case.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_write_leaves_no_file_and_keeps_the_old_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A stop (SIGTERM becomes a KeyboardInterrupt) in the middle of a write removes the temporary file."""
+    path = tmp_path / "report.json"
+    atomic_write_text(path, "old")
+
+    def stop_half_way(self, text, encoding):
+        Path(self).write_bytes(b"par")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", stop_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(path, "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and path.read_bytes() == b"old"
+
+
+def test_written_files_are_mode_644(tmp_path: Path):
+    write_label_map(np.zeros((3, 3, 3), np.uint8), nib.Nifti1Image(np.zeros((3, 3, 3)), LPS_AFFINE),
+                    tmp_path / "c.nii.gz")
+    assert (tmp_path / "c.nii.gz").stat().st_mode & 0o777 == 0o644
+
+
+def test_nifti2_reference_gives_nifti1_output_with_its_geometry(tmp_path: Path):
+    reference = nib.Nifti2Image(np.zeros((5, 6, 7), np.float32), LPS_AFFINE)
+    reference.set_qform(LPS_AFFINE, code=1)
+    write_label_map(np.ones((5, 6, 7), np.uint8), reference, tmp_path / "c.nii.gz")
+    written = nib.load(tmp_path / "c.nii.gz")
+    assert type(written) is nib.Nifti1Image and np.allclose(written.affine, LPS_AFFINE)
+
+
+def test_huge_header_is_refused_before_reading(tmp_path: Path):
+    path = tmp_path / "x-t1c.nii"
+    image = nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), LPS_AFFINE)
+    image.header.set_data_shape((4096, 4096, 4096))
+    path.write_bytes(image.header.binaryblock + b"\0" * 4)
+    with pytest.raises(InputError, match=rf"x: the header of x-t1c.nii claims .* more than the {MAX_VOXELS:,}"):
+        read_volume(path, "x")
+
+
+def test_complex_values_are_refused(tmp_path: Path):
+    path = tmp_path / "x-t1c.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3), np.complex64), LPS_AFFINE), path)
+    with pytest.raises(InputError, match=r"x-t1c.nii.gz holds complex64 values"):
+        read_volume(path, "x")
+
+
+def test_unopenable_file_names_the_os_reason(tmp_path: Path):
+    with pytest.raises(InputError, match=r"cannot read gone-t1c.nii.gz as NIfTI \(No such file or no access"):
+        read_volume(tmp_path / "gone-t1c.nii.gz", "gone")
+
+
+def test_remove_partial_files_removes_only_ours(tmp_path: Path):
+    for name in (".htcnns-abc.part.nii.gz", ".htcnns-def.part", "case.nii.gz", ".other.part"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = remove_partial_files(tmp_path)
+    assert sorted(p.name for p in removed) == [".htcnns-abc.part.nii.gz", ".htcnns-def.part"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.part", "case.nii.gz"]

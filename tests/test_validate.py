@@ -1,3 +1,5 @@
+import os
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -9,7 +11,7 @@ from htcnns.cases import find_cases
 from htcnns.errors import InputError
 from htcnns.io import read_volume
 from htcnns.labels import MODALITIES
-from htcnns.validate import validate_case
+from htcnns.validate import output_problem, validate_case
 
 
 def load(folder: Path):
@@ -37,11 +39,12 @@ BAD_T2F = [
     (lambda: np.ones((32, 36, 24, 2), np.float32), LPS_AFFINE, r"has shape \(32, 36, 24, 2\).* 3-D"),
     (lambda: np.ones((32, 36), np.float32), LPS_AFFINE, r"has shape \(32, 36\).* 3-D"),
     (lambda: np.zeros((32, 36, 24), np.float32), LPS_AFFINE, r"t2f.nii.gz is all zero"),
+    (lambda: np.full((32, 36, 24), 7, np.float32), LPS_AFFINE, r"t2f.nii.gz holds the value 7 in every voxel"),
 ]
 
 
 @pytest.mark.parametrize(("make", "affine", "message"), BAD_T2F,
-                         ids=["shape", "affine", "nan", "4d", "2d", "all-zero"])
+                         ids=["shape", "affine", "nan", "4d", "2d", "all-zero", "constant"])
 def test_bad_modality_gives_one_clear_sentence(case_dir: Path, make, affine, message):
     replace_t2f(case_dir, make(), affine)
     case, volumes = load(case_dir)
@@ -62,3 +65,61 @@ def test_trailing_singleton_axis_is_accepted(tmp_path: Path):
     folder = write_case(tmp_path / "c", "C", brain_volumes((12, 14, 10))[..., None])
     case, volumes = load(folder)
     assert validate_case(case.case_id, volumes).image.shape == (4, 12, 14, 10)
+
+
+def save_with_singular_affine(data: np.ndarray, path: Path) -> None:
+    """A header whose sform (the one nibabel uses) maps every voxel to one point; no qform."""
+    header = nib.Nifti1Header()
+    header["sform_code"], header["qform_code"] = 1, 0
+    for row in ("srow_x", "srow_y", "srow_z"):
+        header[row] = 0
+    nib.save(nib.Nifti1Image(data, None, header), path)
+
+
+@pytest.mark.parametrize("modality", ["t1c", "t2f"])
+def test_singular_affine_is_named_before_any_comparison(case_dir: Path, modality: str):
+    save_with_singular_affine(brain_volumes()[1], case_dir / f"{case_dir.name}-{modality}.nii.gz")
+    case, volumes = load(case_dir)
+    with pytest.raises(InputError, match=rf"affine of .*-{modality}.nii.gz is singular or not finite"):
+        validate_case(case.case_id, volumes)
+
+
+def write_output(path: Path, labels: np.ndarray, affine: np.ndarray = LPS_AFFINE) -> Path:
+    nib.save(nib.Nifti1Image(labels, affine), path)
+    return path
+
+
+LABELS = {0, 1, 2, 3}
+
+
+def test_valid_output_is_kept(case_dir: Path, tmp_path: Path):
+    [case] = find_cases(case_dir)
+    labels = np.zeros((32, 36, 24), np.uint8)
+    labels[10:12, 10:12, 10:12] = 3
+    assert output_problem(write_output(tmp_path / "o.nii.gz", labels), case.paths, LABELS) == ""
+
+
+BAD_OUTPUTS = [
+    (lambda p: p.write_bytes(b"\x1f\x8b truncated"), "cannot be read"),
+    (lambda p: write_output(p, np.zeros((32, 36, 20), np.uint8)), r"not uint8 \(32, 36, 24\)"),
+    (lambda p: write_output(p, np.zeros((32, 36, 24), np.int16)), "it is int16"),
+    (lambda p: write_output(p, np.zeros((32, 36, 24), np.uint8), np.eye(4)), "affine differs"),
+    (lambda p: write_output(p, np.full((32, 36, 24), 4, np.uint8)), r"values \[4\] outside the labels"),
+    (lambda p: p.symlink_to(p.parent / "elsewhere.nii.gz"), "not a regular file"),
+]
+
+
+@pytest.mark.parametrize(("make", "problem"), BAD_OUTPUTS,
+                         ids=["truncated", "shape", "dtype", "affine", "labels", "link"])
+def test_bad_output_is_not_kept(case_dir: Path, tmp_path: Path, make, problem):
+    [case] = find_cases(case_dir)
+    path = tmp_path / "o.nii.gz"
+    make(path)
+    assert re.search(problem, output_problem(path, case.paths, LABELS))
+
+
+def test_output_older_than_an_input_is_not_kept(case_dir: Path, tmp_path: Path):
+    [case] = find_cases(case_dir)
+    path = write_output(tmp_path / "o.nii.gz", np.zeros((32, 36, 24), np.uint8))
+    os.utime(path, (1, 1))
+    assert output_problem(path, case.paths, LABELS) == "an input file is newer than it"

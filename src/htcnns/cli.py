@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 from htcnns import __version__
 from htcnns.errors import HtcnnsError
 from htcnns.fuse import FusionMethod
-from htcnns.pipeline import LabelConvention, Settings, default_models_root, load_models, segment_folder
+from htcnns.interrupts import stop_on_signals
+from htcnns.pipeline import LabelConvention, Settings, Status, default_models_root, load_models, run_batch
 
 log = logging.getLogger("htcnns")
 
@@ -36,6 +38,17 @@ def device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0, quoting the bad value otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     """``htcnns segment -i IN -o OUT``."""
     parser = commands.add_parser("segment", help="segment every BraTS case in a folder")
@@ -52,18 +65,31 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
                         help="output labels: brats2023 (1 NCR, 2 ED, 3 ET) or brats2021 (ET = 4)")
     parser.add_argument("--sw-batch-size", type=positive_int, default=1,
                         help="sliding windows per forward pass; more is faster on a large GPU (default: 1)")
+    parser.add_argument("--case-timeout", type=positive_seconds, default=None, metavar="SECONDS",
+                        help="fail a case that takes longer than this and go on with the next (default: no limit)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="segment every case again (default: keep outputs that exist and validate, so a rerun "
+                             "resumes where an interrupted run stopped)")
+    parser.add_argument("--report", type=Path, default=None, metavar="PATH",
+                        help="where to write the JSON run report (default: OUT/htcnns-report.json)")
+    parser.add_argument("--no-report", action="store_true", help="write no report file (the log still has each case)")
     parser.set_defaults(run=run_segment)
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    """Segment a folder; exit 0 only when every case succeeded."""
+    """Segment a folder; exit 0 only when every case succeeded (a kept valid output counts as success)."""
     settings = Settings(device=args.device, fusion=FusionMethod(args.fusion), labels=LabelConvention(args.labels),
-                        sw_batch_size=args.sw_batch_size)
+                        sw_batch_size=args.sw_batch_size, case_timeout=args.case_timeout, overwrite=args.overwrite)
     models = load_models(args.models or default_models_root(), settings.device)
-    results = segment_folder(args.input, args.output, models, settings)
-    failed = [r for r in results if not r.ok]
-    log.info("%d of %d cases segmented into %s", len(results) - len(failed), len(results), args.output)
-    return EXIT_CASE_FAILED if failed else EXIT_OK
+    results, report = run_batch(args.input, args.output, models, settings, report_path=args.report,
+                                write_report=not args.no_report)
+    failed = sum(not r.ok for r in results)
+    kept = sum(r.status is Status.SKIPPED for r in results)
+    log.info("%d of %d cases segmented (%d kept from an earlier run) into %s", len(results) - failed, len(results),
+             kept, args.output)
+    if report.error:
+        log.error("the run report could not be written: %s", report.error)
+    return EXIT_CASE_FAILED if failed or report.error else EXIT_OK
 
 
 def add_demo_parser(commands: argparse._SubParsersAction) -> None:
@@ -89,7 +115,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     """``htcnns train``."""
     from htcnns.train import add_train_arguments
 
-    parser = commands.add_parser("train", help="train one network on synthetic phantoms and export it")
+    parser = commands.add_parser("train",
+                                 help="train one network on synthetic cases (phantoms or SynthSeg-style) and export it")
     add_train_arguments(parser)
 
 
@@ -98,6 +125,13 @@ def add_fuse_parser(commands: argparse._SubParsersAction) -> None:
     from htcnns.fuse_command import add_fuse_arguments
 
     add_fuse_arguments(commands.add_parser("fuse", help="fuse the label maps of several algorithms (STAPLE)"))
+
+
+def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    """``htcnns evaluate``."""
+    from htcnns.evaluate import add_evaluate_arguments
+
+    add_evaluate_arguments(commands.add_parser("evaluate", help="BraTS 2023 metrics of predictions vs references"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(commands)
     add_train_parser(commands)
     add_fuse_parser(commands)
+    add_evaluate_parser(commands)
     return parser
 
 
@@ -118,14 +153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
                         stream=sys.stderr)
+    stop_on_signals()
     try:
         return args.run(args)
     except HtcnnsError as error:
         log.error("%s", error)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        log.error("interrupted; finished outputs are complete, no partial file was left")
-        return 130
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        log.error("stopped by %s; finished outputs are complete and no partial file was left",
+                  signal.Signals(signum).name)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -15,3 +15,22 @@ class WeightsError(HtcnnsError):
 
 class SettingsError(HtcnnsError):
     """A requested setting cannot be honoured on this machine (e.g. CUDA without a GPU)."""
+
+
+class OutputError(HtcnnsError):
+    """The output folder cannot be created, or a file in it cannot be written (read-only, disk full)."""
+
+
+class CaseTimeout(BaseException):
+    """A case ran past ``--case-timeout``.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` inside a library swallows it.
+    """
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT asked the run to stop; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

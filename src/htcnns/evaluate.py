@@ -15,9 +15,7 @@ import csv
 import io
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from htcnns.cases import parse_name
-from htcnns.errors import HtcnnsError, InputError
-from htcnns.io import read_volume
-from htcnns.labels import BRATS2021_ET, REGIONS, Label
+from htcnns.errors import InputError
+from htcnns.io import atomic_write_text, read_volume
+from htcnns.labels import BRATS2021_ET, REGIONS, Label, LabelConvention
 from htcnns.metrics import METRIC_NAMES, Challenge, brats2023_metrics
 
 log = logging.getLogger(__name__)
 
-LABEL_CONVENTIONS: tuple[str, ...] = ("brats2023", "brats2021")
-"""brats2023: ET is 3 in both files; brats2021: ET is 4 in both files (read as 3)."""
 
 _NIFTI = re.compile(r"(?P<stem>.+?)\.nii(\.gz)?", re.DOTALL)
 _SEG_SUFFIX = re.compile(r"[-_]seg$")
@@ -97,7 +93,7 @@ def _read_labels(path: Path, case_id: str, labels: str) -> tuple[np.ndarray, tup
     if volume.data.ndim != 3:
         raise InputError(f"{case_id}: {path.name} has shape {volume.data.shape}; a label map must be 3-D")
     data = volume.data
-    if labels == "brats2021":
+    if labels == LabelConvention.BRATS2021:
         data = np.where(data == BRATS2021_ET, np.float32(Label.ET), data)
     elif np.any(data == BRATS2021_ET):
         log.warning("%s: %s holds label %d, which BraTS 2023 labels count as background; "
@@ -184,26 +180,6 @@ def summary_table(report: Mapping[str, object], challenge: Challenge | str) -> s
     return "\n".join(lines)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
-
-    Raises:
-        HtcnnsError: the folder cannot be created or the file cannot be written; no partial file is left.
-    """
-    temporary = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as error:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-        raise HtcnnsError(f"cannot write {path}: {error.strerror or error}") from error
-
-
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``htcnns evaluate``."""
     parser.add_argument("--pred", type=Path, required=True, help="folder of predictions <case-id>.nii.gz")
@@ -212,7 +188,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--challenge", choices=[c.value for c in Challenge], required=True,
                         help="fixes lesion dilation and volume threshold: GLI/SSA/PED 3 voxels, 50 mm^3; "
                              "MEN 1, 50; MET 1, 2")
-    parser.add_argument("--labels", choices=LABEL_CONVENTIONS, default="brats2023",
+    parser.add_argument("--labels", choices=[c.value for c in LabelConvention], default="brats2023",
                         help="label values of both folders: brats2023 (ET = 3) or brats2021 (ET = 4)")
     parser.add_argument("--json", type=Path, default=None, help="write per-case figures and the summary as JSON")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per case and region as CSV")
@@ -223,8 +199,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """CLI adapter: score the folders, write the requested files, print the summary."""
     report = evaluate_folders(args.pred, args.ref, args.challenge, args.labels)
     if args.json is not None:
-        write_text_atomically(args.json, json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     if args.csv is not None:
-        write_text_atomically(args.csv, csv_text(report["cases"]))
+        atomic_write_text(args.csv, csv_text(report["cases"]))
     print(summary_table(report, args.challenge))
     return 0

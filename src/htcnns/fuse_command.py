@@ -19,8 +19,7 @@ import SimpleITK as sitk
 from htcnns.errors import InputError
 from htcnns.fuse import FusionMethod, StapleResult, fuse_label_maps, staple_label_maps
 from htcnns.io import read_volume, write_label_map
-from htcnns.labels import BRATS2021_ET, REGIONS, Label
-from htcnns.pipeline import LabelConvention, convert_labels
+from htcnns.labels import BRATS2021_ET, REGIONS, Label, LabelConvention, convert_labels
 from htcnns.predict import resolve_device
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,8 @@ def add_fuse_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default=FusionMethod.STAPLE.value,
                         help="staple (per nested region, prints each rater's sensitivity/specificity), majority "
                              "(strict majority per region) or multilabel-staple (SimpleITK) (default: staple)")
-    parser.add_argument("--labels", choices=[c.value for c in LabelConvention], default=LabelConvention.BRATS2023.value,
+    parser.add_argument("--labels", choices=[c.value for c in LabelConvention],
+                        default=LabelConvention.BRATS2023.value,
                         help="labels of the written map: brats2023 (ET = 3) or brats2021 (ET = 4)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where STAPLE runs: auto (CUDA when present), cpu or cuda (default: auto)")

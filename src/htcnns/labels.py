@@ -1,6 +1,6 @@
 """BraTS label values, nested regions and the one spelling of each MRI modality."""
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 import numpy as np
 
@@ -21,6 +21,26 @@ class Label(IntEnum):
 
 
 BRATS2021_ET = 4
+
+
+class LabelConvention(StrEnum):
+    """Label values on disk: BraTS 2023 (ET = 3) or BraTS 2021 (ET = 4)."""
+
+    BRATS2023 = "brats2023"
+    BRATS2021 = "brats2021"
+
+
+def convert_labels(labels: np.ndarray, convention: LabelConvention) -> np.ndarray:
+    """BraTS 2023 labels as written: unchanged, or ET moved to 4 for BraTS 2021."""
+    if convention == LabelConvention.BRATS2021:
+        return np.where(labels == Label.ET, np.uint8(BRATS2021_ET), labels).astype(np.uint8)
+    return labels
+
+
+def legal_labels(convention: LabelConvention) -> frozenset[int]:
+    """The values an output may hold under ``convention``."""
+    et = BRATS2021_ET if convention == LabelConvention.BRATS2021 else int(Label.ET)
+    return frozenset({int(Label.BACKGROUND), int(Label.NCR), int(Label.ED), et})
 
 
 def regions_from_labels(labels: np.ndarray) -> np.ndarray:

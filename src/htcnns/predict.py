@@ -43,11 +43,16 @@ def to_network_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
 
 
-def sliding_window_logits(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int = 1) -> torch.Tensor:
+def sliding_window_logits(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int = 1,
+                          stitch_device: torch.device | str | None = None) -> torch.Tensor:
     """Blended logits (1, 3, x, y, z) of one network over the whole image.
 
     Windows are the manifest's ROI; a smaller image is padded and the result cropped back (MONAI).
     Mixed precision (float16 autocast) is used on CUDA; the CPU runs float32.
+
+    Args:
+        stitch_device: where the windows are blended and the result is kept (MONAI's ``device``); None keeps
+            the image's device, "cpu" saves GPU memory on large images.
     """
     autocast = (
         torch.autocast("cuda", dtype=torch.float16) if image.device.type == "cuda" else contextlib.nullcontext()
@@ -60,11 +65,14 @@ def sliding_window_logits(image: torch.Tensor, model: LoadedModel, *, sw_batch_s
             predictor=model.network,
             overlap=OVERLAP_FRACTION,
             mode="gaussian",
+            device=stitch_device,
         )
     return logits.float()
 
 
-def predict(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int = 1) -> RegionProbs:
+def predict(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int = 1,
+            stitch_device: torch.device | str | None = None) -> RegionProbs:
     """Region probabilities of one network for a prepared image tensor (1, 4, x, y, z)."""
-    probs = torch.sigmoid(sliding_window_logits(image, model, sw_batch_size=sw_batch_size))[0]
+    logits = sliding_window_logits(image, model, sw_batch_size=sw_batch_size, stitch_device=stitch_device)
+    probs = torch.sigmoid(logits)[0]
     return RegionProbs(model.manifest.name, probs.cpu().numpy())

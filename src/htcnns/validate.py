@@ -1,15 +1,16 @@
-"""Check that a case's four volumes form one valid 3-D multi-modal image, and stack them."""
+"""Check that a case's four volumes form one valid 3-D multi-modal image, and stack them; check earlier outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from htcnns.errors import InputError
-from htcnns.io import Volume
+from htcnns.io import Volume, error_reason
 from htcnns.labels import MODALITIES
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -42,14 +43,25 @@ def validate_case(case_id: str, volumes: Mapping[str, Volume]) -> LoadedCase:
         volumes: modality -> Volume, all four MODALITIES.
 
     Raises:
-        InputError: a volume is not 3-D, the shapes or affines differ, values are NaN/Inf, or a volume is
-            all zero; the message names the case, the file and what to do.
+        InputError: a volume is not 3-D, an affine is singular, the shapes or affines differ, values are
+            NaN/Inf, or a volume holds one value everywhere (e.g. all zero); the message names the case, the
+            file and what to do.
     """
     reference = volumes["t1c"]
+    _check_affine(case_id, reference)
     for modality in MODALITIES:
         _check_volume(case_id, volumes[modality], reference)
     image = np.stack([volumes[modality].data for modality in MODALITIES])
     return LoadedCase(case_id, image, reference.image)
+
+
+def _check_affine(case_id: str, volume: Volume) -> None:
+    affine = volume.affine
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise InputError(
+            f"{case_id}: the affine of {volume.path.name} is singular or not finite, so its voxels have no place "
+            "in space; fix the header's qform/sform (and pixdim) or re-export the image."
+        )
 
 
 def _check_volume(case_id: str, volume: Volume, reference: Volume) -> None:
@@ -64,13 +76,52 @@ def _check_volume(case_id: str, volume: Volume, reference: Volume) -> None:
             f"{case_id}: {name} is {data.shape} voxels but {reference.path.name} is {reference.data.shape}; "
             "all four modalities must share one grid. Co-register them to t1c (e.g. BraTS preprocessing)."
         )
+    _check_affine(case_id, volume)
     if not np.allclose(volume.affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
         raise InputError(
             f"{case_id}: the affine of {name} differs from that of {reference.path.name} "
             f"(largest difference {np.abs(volume.affine - reference.affine).max():.4g}); all four modalities "
             "must share one grid. Co-register them to t1c (e.g. BraTS preprocessing)."
         )
+    _check_values(case_id, name, data)
+
+
+def _check_values(case_id: str, name: str, data: np.ndarray) -> None:
     if not np.isfinite(data).all():
         raise InputError(f"{case_id}: {name} contains NaN or infinite values; fix or re-export the image.")
     if not data.any():
         raise InputError(f"{case_id}: {name} is all zero; the image holds no brain to segment.")
+    low, high = float(data.min()), float(data.max())
+    if low == high:
+        raise InputError(f"{case_id}: {name} holds the value {low:g} in every voxel; the image holds no brain "
+                         "to segment, re-export it.")
+
+
+def output_problem(path: Path, inputs: Mapping[str, Path], labels: Collection[int]) -> str:
+    """Why an existing output cannot be kept as its case's result, or "" when it can.
+
+    A keepable output is a regular file (not a link), no older than any of ``inputs``, that reads as a uint8
+    NIfTI with the shape and affine (to AFFINE_TOLERANCE_MM) of the t1c input and only values in ``labels``.
+
+    Args:
+        inputs: modality -> file of the case (``Case.paths``).
+    """
+    if path.is_symlink() or not path.is_file():
+        return "it is not a regular file"
+    reference = inputs["t1c"]
+    try:
+        newest = max(p.stat().st_mtime for p in inputs.values())
+        source, written = nib.load(reference), nib.load(path)
+        values = set(np.unique(np.asarray(written.dataobj)).tolist())
+    except Exception as error:  # nibabel raises many types for broken files
+        return f"it cannot be read ({error_reason(error)})"
+    shape = tuple(source.shape[:3])
+    if path.stat().st_mtime < newest:
+        return "an input file is newer than it"
+    if written.get_data_dtype() != np.uint8 or written.shape != shape:
+        return f"it is {written.get_data_dtype()} {written.shape}, not uint8 {shape}"
+    if not np.allclose(written.affine, source.affine, atol=AFFINE_TOLERANCE_MM):
+        return f"its affine differs from that of {reference.name}"
+    if not values <= set(labels):
+        return f"it holds values {sorted(values - set(labels))} outside the labels {sorted(labels)}"
+    return ""
