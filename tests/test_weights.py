@@ -5,7 +5,16 @@ import pytest
 
 from htcnns.errors import WeightsError
 from htcnns.networks import PRESETS, build_network
-from htcnns.weights import MANIFEST_NAME, WEIGHTS_NAME, Manifest, load_model, read_manifest, save_model, sha256_of
+from htcnns.weights import (
+    MANIFEST_NAME,
+    WEIGHTS_NAME,
+    Manifest,
+    find_model_folders,
+    load_model,
+    read_manifest,
+    save_model,
+    sha256_of,
+)
 
 
 @pytest.fixture
@@ -67,3 +76,10 @@ def test_weights_file_is_safetensors_not_pickle(model_dir: Path):
     header_length = int.from_bytes((model_dir / WEIGHTS_NAME).read_bytes()[:8], "little")
     header = json.loads((model_dir / WEIGHTS_NAME).read_bytes()[8:8 + header_length])
     assert all("dtype" in v for k, v in header.items() if k != "__metadata__")
+
+
+def test_models_root_that_is_not_a_folder_is_named(tmp_path: Path):
+    with pytest.raises(WeightsError, match="not a folder of model folders"):
+        find_model_folders(tmp_path / "missing")
+    with pytest.raises(WeightsError, match=r"no model folders \(\*/manifest.json\) found"):
+        find_model_folders(tmp_path)

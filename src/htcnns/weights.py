@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,10 @@ def save_model(network: torch.nn.Module, manifest: Manifest, folder: Path) -> Ma
 
 def find_model_folders(models_root: Path) -> list[Path]:
     """The model folders (those holding a manifest) directly under ``models_root``, sorted by name."""
+    if not models_root.is_dir():
+        raise WeightsError(f"{models_root}: not a folder of model folders; pass --models DIR.")
+    if not os.access(models_root, os.R_OK | os.X_OK):
+        raise WeightsError(f"{models_root}: cannot be read by this user (uid {os.getuid()}); make it readable.")
     folders = sorted(p.parent for p in models_root.glob(f"*/{MANIFEST_NAME}"))
     if not folders:
         raise WeightsError(f"{models_root}: no model folders (*/{MANIFEST_NAME}) found; pass --models DIR.")
