@@ -3,11 +3,14 @@
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
-from htcnns.errors import InputError, WeightsError
+from htcnns.cli import build_parser
+from htcnns.errors import InputError, SettingsError, WeightsError
 from htcnns.networks import build_network
 from htcnns.train import (
     Sample,
@@ -22,17 +25,22 @@ from htcnns.train import (
     to_sample,
     train,
 )
+from htcnns.training import loop
 from htcnns.weights import load_model
 
 
 def test_training_exports_a_loadable_model_with_provenance(tmp_path: Path):
     config = TrainConfig(architecture="unet", output=str(tmp_path / "unet"), steps=4, phantoms=2,
-                         validation_phantoms=1, patch_size=32, roi_size=32, phantom_shape=(64, 64, 48))
+                         validation_phantoms=1, patch_size=32, roi_size=32, phantom_shape=(64, 64, 48), threads=1)
     manifest = train(config)
     loaded = load_model(tmp_path / "unet")
     assert loaded.manifest.sha256 == manifest.sha256 and loaded.manifest.roi_size == (32, 32, 32)
     provenance = json.loads((tmp_path / "unet" / "manifest.json").read_text())["provenance"]
-    assert provenance["steps"] == 4 and provenance["seed"] == 0
+    assert provenance["steps"] == 4 and provenance["seed"] == 0 and provenance["deep_supervision"] is True
+    run_config = json.loads((tmp_path / "unet" / "train-config.json").read_text())
+    assert run_config["seed"] == 0 and run_config["config"]["steps"] == 4 and run_config["training_seeds"] == [0, 1]
+    assert (tmp_path / "unet" / "training-curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "unet" / "checkpoint.json").read_text())["step"] == 4
     assert set(provenance["synthetic_validation_dice"]) == {"WT", "TC", "ET"}
     card = (tmp_path / "unet" / "MODEL_CARD.md").read_text()
     assert "synthetic phantoms only" in card.lower() and manifest.sha256 in card
@@ -83,3 +91,85 @@ def test_synthseg_without_the_atlas_fails_before_training(tmp_path: Path):
     with pytest.raises(InputError, match="synthseg sources not found"):
         train(config)
     assert not (tmp_path / "unet").exists()
+
+
+TINY = {"architecture": "unet", "phantoms": 2, "validation_phantoms": 1, "patch_size": 32, "roi_size": 32,
+        "batch_size": 1, "threads": 1, "phantom_shape": (48, 48, 32)}
+
+
+def test_interrupted_run_resumes_to_the_same_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    config = TrainConfig(output=str(tmp_path / "whole"), steps=4, checkpoint_every=2, refresh_every=1,
+                         validate_every=2, **TINY)
+    whole = train(config)
+    cut = replace(config, output=str(tmp_path / "cut"))
+    real_step, calls = loop.train_step, []
+
+    def stop_at_third_step(*args):
+        calls.append(len(calls))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(loop, "train_step", stop_at_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cut)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["step"] == 2
+    with pytest.raises(SettingsError, match=r"other settings \(steps\)"):
+        train(replace(cut, steps=5, resume=True))
+    resumed = train(replace(cut, resume=True))
+    state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
+    whole_state = json.loads((tmp_path / "whole" / "checkpoint.json").read_text())
+    assert state["step"] == 4 and state["progress"]["losses"] == whole_state["progress"]["losses"]
+    assert [e["step"] for e in state["progress"]["evaluations"]] == [2]
+    assert resumed.sha256 == whole.sha256  # bitwise the weights of the uninterrupted run
+    assert resumed.provenance["synthetic_validation_dice"] == whole.provenance["synthetic_validation_dice"]
+    assert json.loads((tmp_path / "cut" / "train-config.json").read_text())["resumed_at_step"] == 2
+
+
+def test_frozen_encoder_keeps_the_parent_weights(tmp_path: Path, tiny_models: Path):
+    config = TrainConfig(output=str(tmp_path / "tuned"), steps=2, init_from=str(tiny_models / "unet"),
+                         freeze_encoder=True, **TINY)
+    manifest = train(config)
+    parent = load_model(tiny_models / "unet").network.state_dict()
+    child = load_model(tmp_path / "tuned").network.state_dict()
+    encoder = [name for name in parent if name.startswith("encoder.")]
+    assert encoder and all(torch.equal(parent[name], child[name]) for name in encoder)
+    assert not torch.equal(parent["head.weight"], child["head.weight"])
+    assert manifest.provenance["frozen_encoder"] == ["encoder."]
+    with pytest.raises(SettingsError, match="--freeze-encoder needs --init-from"):
+        train(replace(config, init_from=""))
+
+
+def test_fold_run_validates_on_its_fold_and_tunes_the_et_threshold(tmp_path: Path):
+    config = TrainConfig(output=str(tmp_path / "fold1"), steps=2, folds=2, fold=1, tune_et_threshold=True,
+                         checkpoint_every=0, **TINY)
+    manifest = train(config)
+    provenance = manifest.provenance
+    assert provenance["fold"] == {"folds": 2, "fold": 1} and provenance["validation_seeds"] == [1]
+    tuning = provenance["et_threshold_tuning"]
+    assert tuning["mean_et_dice"][str(tuning["chosen"])] == max(tuning["mean_et_dice"].values())
+    assert load_model(tmp_path / "fold1").manifest.postprocessing.et_threshold == tuning["chosen"]
+    run_config = json.loads((tmp_path / "fold1" / "train-config.json").read_text())
+    assert run_config["training_seeds"] == [0] and run_config["validation_seeds"] == [1]
+    assert not (tmp_path / "fold1" / "checkpoint.json").exists()
+    assert "fold 1 of 2" in (tmp_path / "fold1" / "MODEL_CARD.md").read_text()
+
+
+def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch):
+    seen = []
+
+    def record(config: TrainConfig) -> SimpleNamespace:
+        seen.append(config)
+        return SimpleNamespace(provenance={"synthetic_validation_dice": {}})
+
+    monkeypatch.setattr("htcnns.train.train", record)
+    args = build_parser().parse_args(["train", "--architecture", "unet", "--output", "out", "--no-deep-supervision",
+                                      "--folds", "3", "--fold", "2", "--resume", "--checkpoint-every", "7",
+                                      "--validate-every", "5", "--freeze-encoder", "--tune-et-threshold"])
+    assert args.run(args) == 0
+    assert seen[0] == TrainConfig(architecture="unet", output="out", deep_supervision=False, folds=3, fold=2,
+                                  resume=True, checkpoint_every=7, validate_every=5, freeze_encoder=True,
+                                  tune_et_threshold=True)
+    defaults = build_parser().parse_args(["train", "--architecture", "unet", "--output", "out"])
+    assert defaults.deep_supervision and defaults.checkpoint_every == 100 and not defaults.resume

@@ -120,6 +120,14 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     add_train_arguments(parser)
 
 
+def add_export_parser(commands: argparse._SubParsersAction) -> None:
+    """``htcnns export``."""
+    from htcnns.export import add_export_arguments
+
+    add_export_arguments(commands.add_parser(
+        "export", help="write training runs as a model folder for segment (one run, the best, or an ensemble)"))
+
+
 def add_fuse_parser(commands: argparse._SubParsersAction) -> None:
     """``htcnns fuse``."""
     from htcnns.fuse_command import add_fuse_arguments
@@ -143,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_parser(commands)
     add_demo_parser(commands)
     add_train_parser(commands)
+    add_export_parser(commands)
     add_fuse_parser(commands)
     add_evaluate_parser(commands)
     return parser

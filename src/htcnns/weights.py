@@ -1,6 +1,9 @@
 """Frozen weights: a safetensors file plus a JSON manifest, verified by sha256 before any tensor is read.
 
-No pickle is ever loaded: tensors come only from safetensors files.
+No pickle is ever loaded: tensors come only from safetensors files. An ensemble folder (``htcnns export --ensemble``)
+holds one weights file per fold model instead, each listed with its sha256 under ``ensemble`` in the manifest; the
+manifest's ``sha256`` is then a digest of that list, and the loaded network averages the members' probabilities
+(``htcnns.networks.ensemble``). Manifests without ``ensemble`` read and load as before.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,11 +22,20 @@ from safetensors.torch import load_file, save_file
 from htcnns.errors import WeightsError
 from htcnns.labels import MODALITIES, REGIONS
 from htcnns.networks import ARCHITECTURES, build_network
+from htcnns.networks.ensemble import EnsembleNetwork
 from htcnns.postprocess import PostprocessParams
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.safetensors"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One fold model of an ensemble folder: its weights file (a plain name inside the folder) and its sha256."""
+
+    weights_file: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -38,12 +51,15 @@ class Manifest:
     input_modalities: tuple[str, ...] = MODALITIES
     outputs: tuple[str, ...] = REGIONS
     provenance: dict[str, Any] = field(default_factory=dict)
+    ensemble: tuple[EnsembleMember, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as written to disk (with the fixed label semantics spelled out)."""
         data = asdict(self)
         data["format_version"] = FORMAT_VERSION
-        data["weights_file"] = WEIGHTS_NAME
+        if not self.ensemble:
+            del data["ensemble"]
+            data["weights_file"] = WEIGHTS_NAME
         data["output_activation"] = "sigmoid"
         data["labels"] = {"0": "background", "1": "NCR", "2": "ED", "3": "ET"}
         return data
@@ -57,6 +73,7 @@ class Manifest:
             fields["postprocessing"] = PostprocessParams(**fields.get("postprocessing", {}))
             fields["input_modalities"] = tuple(fields.get("input_modalities", MODALITIES))
             fields["outputs"] = tuple(fields.get("outputs", REGIONS))
+            fields["ensemble"] = tuple(EnsembleMember(**member) for member in fields.get("ensemble", ()))
             return cls(**fields)
         except (KeyError, TypeError) as error:
             raise WeightsError(f"{source}: manifest is incomplete or has unknown fields ({error})") from error
@@ -99,13 +116,25 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> LoadedModel:
     """
     manifest = read_manifest(folder)
     _check_manifest(manifest, folder)
-    weights = folder / WEIGHTS_NAME
+    if not manifest.ensemble:
+        network = _load_network(manifest, folder / WEIGHTS_NAME, manifest.sha256)
+    elif manifest.sha256 != ensemble_sha256(manifest.ensemble):
+        raise WeightsError(f"{folder / MANIFEST_NAME}: sha256 is not the digest of its ensemble members' checksums; "
+                           "the manifest was edited. Restore the model folder.")
+    else:
+        network = EnsembleNetwork([_load_network(manifest, _member_path(folder, member.weights_file), member.sha256)
+                                   for member in manifest.ensemble])
+    return LoadedModel(manifest, network.to(device).eval(), folder)
+
+
+def _load_network(manifest: Manifest, weights: Path, expected_sha256: str) -> torch.nn.Module:
+    """The manifest's network with the tensors of ``weights``, after checking the file's sha256."""
     if not weights.is_file():
         raise WeightsError(f"{weights}: weight file is missing; restore the model folder.")
     actual = sha256_of(weights)
-    if actual != manifest.sha256:
+    if actual != expected_sha256:
         raise WeightsError(
-            f"{weights}: sha256 is {actual} but {MANIFEST_NAME} expects {manifest.sha256}; the file is corrupt "
+            f"{weights}: sha256 is {actual} but {MANIFEST_NAME} expects {expected_sha256}; the file is corrupt "
             "or was replaced. Refusing to use it: restore the model folder from the release."
         )
     network = build_network(manifest.architecture, manifest.config)
@@ -114,7 +143,21 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> LoadedModel:
     except RuntimeError as error:
         raise WeightsError(f"{weights}: tensors do not match architecture {manifest.architecture!r}: {error}") \
             from error
-    return LoadedModel(manifest, network.to(device).eval(), folder)
+    return network
+
+
+def _member_path(folder: Path, name: str) -> Path:
+    """``folder/name`` for an ensemble member; a name that is not a plain file name is a WeightsError."""
+    if not name.endswith(".safetensors") or Path(name).name != name:
+        raise WeightsError(f"{folder / MANIFEST_NAME}: ensemble weights file {name!r} is not a plain "
+                           "*.safetensors name in the model folder")
+    return folder / name
+
+
+def ensemble_sha256(members: Sequence[EnsembleMember]) -> str:
+    """The digest an ensemble manifest records as its ``sha256``: sha256 of "<file> <sha256>" lines, in order."""
+    text = "".join(f"{member.weights_file} {member.sha256}\n" for member in members)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _check_manifest(manifest: Manifest, folder: Path) -> None:
@@ -136,13 +179,34 @@ def save_model(network: torch.nn.Module, manifest: Manifest, folder: Path) -> Ma
         The manifest as written, with ``sha256`` filled in.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WEIGHTS_NAME
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    save_file(tensors, str(weights))
-    weights.chmod(0o644)  # readable by the container's unprivileged user
-    written = replace(manifest, sha256=sha256_of(weights))
+    written = replace(manifest, sha256=_write_weights(network, folder / WEIGHTS_NAME), ensemble=())
     (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
     return written
+
+
+def save_ensemble(members: Mapping[str, torch.nn.Module], manifest: Manifest, folder: Path) -> Manifest:
+    """Write ``<stem>.safetensors`` per member network and an ensemble ``manifest.json`` into ``folder``.
+
+    Args:
+        members: file stem (e.g. "fold0") -> network, in ensemble order; all of ``manifest``'s architecture.
+
+    Returns:
+        The manifest as written, with ``ensemble`` and its digest ``sha256`` filled in.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    listed = tuple(EnsembleMember(f"{stem}.safetensors", _write_weights(network, folder / f"{stem}.safetensors"))
+                   for stem, network in members.items())
+    written = replace(manifest, sha256=ensemble_sha256(listed), ensemble=listed)
+    (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
+    return written
+
+
+def _write_weights(network: torch.nn.Module, path: Path) -> str:
+    """Save the network's tensors to ``path`` (mode 0644, readable by the container's user); returns the sha256."""
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
+    save_file(tensors, str(path))
+    path.chmod(0o644)
+    return sha256_of(path)
 
 
 def find_model_folders(models_root: Path) -> list[Path]:

@@ -1,0 +1,82 @@
+"""Training cases: generated from seeds (phantoms or synthseg), preprocessed like inference input, cut into patches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from htcnns.labels import regions_from_labels
+from htcnns.preprocess import Prepared, preprocess, to_prepared_grid
+from htcnns.synth import Phantom, make_phantom
+from htcnns.synthseg import SyntheticCase, default_data_root, generate, load_sources
+from htcnns.training.config import DATA_KINDS, TrainConfig
+from htcnns.validate import LoadedCase
+
+TrainingCase = Phantom | SyntheticCase
+"""A generated case: ``image`` float32 (4, X, Y, Z), ``label`` uint8 (X, Y, Z), ``affine`` (4, 4)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A preprocessed case: image float32 (4, x, y, z); regions (3, x, y, z) in {0, 1}, uint8 or float32."""
+
+    image: np.ndarray
+    regions: np.ndarray
+
+
+def prepare_phantom(phantom: TrainingCase) -> tuple[Prepared, np.ndarray]:
+    """Run a generated case through inference preprocessing; returns it and its labels on the prepared grid."""
+    reference = nib.Nifti1Image(np.zeros(phantom.label.shape, np.uint8), phantom.affine)
+    prepared = preprocess(LoadedCase("phantom", phantom.image, reference))
+    return prepared, to_prepared_grid(phantom.label, prepared)
+
+
+def case_maker(config: TrainConfig, split: str = "train") -> Callable[[int], TrainingCase]:
+    """seed -> generated case, for ``config.data``; synthseg sources load here (once), so a missing atlas
+    fails before any training. ``split`` "validation" draws synthseg tumours from the held-out label maps."""
+    if config.data == "synthseg":
+        sources = load_sources(Path(config.atlas) if config.atlas else default_data_root(), split)
+        return lambda seed: generate(seed, sources)
+    if config.data != "phantoms":
+        raise ValueError(f"data must be one of {DATA_KINDS}, got {config.data!r}")
+    return lambda seed: make_phantom(seed, shape=config.phantom_shape)
+
+
+def to_sample(case: TrainingCase) -> Sample:
+    """A training sample: the preprocessed case and its nested regions."""
+    prepared, labels = prepare_phantom(case)
+    return Sample(prepared.image, regions_from_labels(labels).astype(np.uint8))  # a quarter of float32's memory
+
+
+def make_samples(seeds: Iterable[int], make_case: Callable[[int], TrainingCase]) -> list[Sample]:
+    """Training samples from the cases ``make_case`` generates for ``seeds``."""
+    return [to_sample(make_case(seed)) for seed in tqdm(seeds, desc="cases", unit="case", disable=None)]
+
+
+def random_patch(sample: Sample, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A (4, s, s, s) image patch and its (3, s, s, s) target; two in three are centred on tumour.
+
+    Augmentation: random flip of each axis, per-channel intensity scale (0.9-1.1) and shift (+-0.1).
+    """
+    shape = np.array(sample.image.shape[1:])
+    if rng.random() < 2 / 3:
+        tumour = np.argwhere(sample.regions[0] > 0)
+        centre = tumour[rng.integers(len(tumour))]
+    else:
+        centre = rng.integers(0, shape)
+    start = np.clip(centre - size // 2, 0, np.maximum(shape - size, 0))
+    box = tuple(slice(s, s + size) for s in start)
+    image, target = sample.image[(slice(None), *box)], sample.regions[(slice(None), *box)]
+    pad = [(0, 0)] + [(0, size - n) for n in image.shape[1:]]
+    image, target = np.pad(image, pad), np.pad(target, pad)
+    for axis in (1, 2, 3):
+        if rng.random() < 0.5:
+            image, target = np.flip(image, axis), np.flip(target, axis)
+    scale = rng.uniform(0.9, 1.1, (4, 1, 1, 1)).astype(np.float32)
+    shift = rng.uniform(-0.1, 0.1, (4, 1, 1, 1)).astype(np.float32)
+    return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target, dtype=np.float32)
