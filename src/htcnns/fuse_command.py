@@ -21,12 +21,12 @@ from htcnns.fuse import FusionMethod, StapleResult, fuse_label_maps, staple_labe
 from htcnns.io import read_volume, write_label_map
 from htcnns.labels import BRATS2021_ET, REGIONS, Label, LabelConvention, convert_labels
 from htcnns.predict import resolve_device
+from htcnns.validate import AFFINE_TOLERANCE_MM
 
 log = logging.getLogger(__name__)
 
 MULTILABEL_STAPLE = "multilabel-staple"
 METHODS: tuple[str, ...] = (FusionMethod.STAPLE.value, FusionMethod.MAJORITY.value, MULTILABEL_STAPLE)
-AFFINE_TOLERANCE_MM = 1e-3
 
 
 @dataclass(frozen=True)

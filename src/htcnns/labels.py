@@ -22,6 +22,13 @@ class Label(IntEnum):
 
 BRATS2021_ET = 4
 
+REGION_LABELS: dict[str, tuple[int, ...]] = {
+    "WT": (Label.NCR, Label.ED, Label.ET),
+    "TC": (Label.NCR, Label.ET),
+    "ET": (Label.ET,),
+}
+"""BraTS 2023 label values of each region (the official evaluation's definition for every challenge)."""
+
 
 class LabelConvention(StrEnum):
     """Label values on disk: BraTS 2023 (ET = 3) or BraTS 2021 (ET = 4)."""
@@ -47,14 +54,12 @@ def regions_from_labels(labels: np.ndarray) -> np.ndarray:
     """Nested region masks of a BraTS 2023 label map.
 
     Args:
-        labels: integer (X, Y, Z), values {0, NCR, ED, ET}.
+        labels: integer or float (X, Y, Z) label values; values outside {NCR, ED, ET} count as background.
 
     Returns:
         bool (3, X, Y, Z) in REGIONS order: WT = NCR+ED+ET, TC = NCR+ET, ET = ET.
     """
-    wt = labels > 0
-    tc = (labels == Label.NCR) | (labels == Label.ET)
-    return np.stack([wt, tc, labels == Label.ET])
+    return np.stack([np.isin(labels, REGION_LABELS[region]) for region in REGIONS])
 
 
 def labels_from_regions(regions: np.ndarray) -> np.ndarray:

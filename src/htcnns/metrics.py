@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from htcnns.labels import REGIONS, Label
+from htcnns.labels import REGIONS, regions_from_labels
 
 METRIC_NAMES: tuple[str, ...] = (
     "Num_TP", "Num_FP", "Num_FN", "Sensitivity", "Specificity", "Legacy_Dice", "Legacy_HD95",
@@ -41,13 +41,6 @@ METRIC_NAMES: tuple[str, ...] = (
 
 HD95_PENALTY = 374.0
 """HD95 of a missed lesion, a false positive or an empty-vs-non-empty pair, in mm."""
-
-REGION_LABELS: dict[str, tuple[int, ...]] = {
-    "WT": (Label.NCR, Label.ED, Label.ET),
-    "TC": (Label.NCR, Label.ET),
-    "ET": (Label.ET,),
-}
-"""BraTS 2023 label values of each evaluation region; any other value is background."""
 
 _EPS = sys.float_info.min
 
@@ -414,15 +407,6 @@ def region_metrics(ref: np.ndarray, pred: np.ndarray, spacing: tuple[float, floa
     }
 
 
-def region_mask(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
-    """Boolean mask of the voxels whose label is one of ``values``."""
-    if labels.dtype == np.uint8:
-        lookup = np.zeros(256, bool)
-        lookup[list(values)] = True
-        return lookup[labels]
-    return np.isin(labels, values)
-
-
 def brats2023_metrics(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: Sequence[float],
                       challenge: Challenge | str) -> dict[str, dict[str, float | int]]:
     """Official BraTS 2023 metrics of one case, per region WT, TC, ET.
@@ -450,8 +434,6 @@ def brats2023_metrics(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: 
         box = (slice(0, 0),) * 3
     else:
         box = _union_box([box], challenge.dilation, pred_labels.shape)
-    pred_crop, ref_crop = pred_labels[box], ref_labels[box]
-    return {region: region_metrics(region_mask(ref_crop, REGION_LABELS[region]),
-                                   region_mask(pred_crop, REGION_LABELS[region]), voxel, challenge,
-                                   total_voxels=pred_labels.size)
-            for region in REGIONS}
+    ref_regions, pred_regions = regions_from_labels(ref_labels[box]), regions_from_labels(pred_labels[box])
+    return {region: region_metrics(ref, pred, voxel, challenge, total_voxels=pred_labels.size)
+            for region, ref, pred in zip(REGIONS, ref_regions, pred_regions, strict=True)}

@@ -112,11 +112,11 @@ def segment_with_retry(case: Case, models: Sequence[LoadedModel],
     Returns:
         The label map, its reference image, and a note ("" or LOW_MEMORY_NOTE when the retry was needed).
     """
-    if settings.low_memory:
-        return (*segment_case(case, models, settings), "")
     try:
         return (*segment_case(case, models, settings), "")
     except torch.cuda.OutOfMemoryError:  # leaving the except block frees the failed attempt's tensors
+        if settings.low_memory:
+            raise
         log.warning("%s: CUDA out of memory; retrying with --sw-batch-size 1 and blending on the CPU", case.case_id)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

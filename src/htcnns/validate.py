@@ -111,8 +111,7 @@ def output_problem(path: Path, inputs: Mapping[str, Path], labels: Collection[in
     reference = inputs["t1c"]
     try:
         newest = max(p.stat().st_mtime for p in inputs.values())
-        source, written = nib.load(reference), nib.load(path)
-        values = set(np.unique(np.asarray(written.dataobj)).tolist())
+        source, written = nib.load(reference), nib.load(path)  # headers only: the cheap checks come first
     except Exception as error:  # nibabel raises many types for broken files
         return f"it cannot be read ({error_reason(error)})"
     shape = tuple(source.shape[:3])
@@ -122,6 +121,10 @@ def output_problem(path: Path, inputs: Mapping[str, Path], labels: Collection[in
         return f"it is {written.get_data_dtype()} {written.shape}, not uint8 {shape}"
     if not np.allclose(written.affine, source.affine, atol=AFFINE_TOLERANCE_MM):
         return f"its affine differs from that of {reference.name}"
+    try:
+        values = set(np.unique(np.asarray(written.dataobj)).tolist())
+    except Exception as error:  # a truncated or corrupt data block
+        return f"it cannot be read ({error_reason(error)})"
     if not values <= set(labels):
         return f"it holds values {sorted(values - set(labels))} outside the labels {sorted(labels)}"
     return ""
