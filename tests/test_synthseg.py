@@ -12,7 +12,17 @@ import torch
 
 from htcnns.errors import InputError
 from htcnns.labels import Label, regions_from_labels
-from htcnns.synthseg import HELD_OUT, SyntheticCase, artefacts, contrast, generate, load_sources, tumour
+from htcnns.synthseg import (
+    DOMAINS,
+    HELD_OUT,
+    SyntheticCase,
+    anatomy,
+    artefacts,
+    contrast,
+    generate,
+    load_sources,
+    tumour,
+)
 from htcnns.synthseg.preview import save_preview
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -153,3 +163,66 @@ def test_contrasts_are_ordered_as_mri_physics_says(cases: list[SyntheticCase]):
 def test_preview_png_is_written(cases: list[SyntheticCase], tmp_path: Path):
     save_preview(cases[:1], tmp_path / "preview.png", dpi=30)
     assert (tmp_path / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cortical_folds_move_fraction_between_gm_and_csf_only():
+    probs = np.zeros((3, 40, 40, 40), np.float32)
+    probs[:, :, :, :20] = np.array([0.3, 0.6, 0.1], np.float32).reshape(3, 1, 1, 1)  # cortical ribbon
+    probs[0, :, :, 20:30] = 1.0  # a ventricle: CSF without GM
+    probs[2, :, :, 30:] = 1.0  # deep white matter
+    before = probs.copy()
+    anatomy.add_cortical_folds(np.random.default_rng(1), probs)
+    np.testing.assert_allclose(probs.sum(axis=0), before.sum(axis=0), atol=1e-6)
+    np.testing.assert_array_equal(probs[2], before[2])
+    assert np.all(probs >= -1e-6)
+    ribbon = probs[0, :, :, 4:16]
+    assert ribbon.max() > 0.6 and ribbon.min() < 0.1  # sulci and gyri where the atlas had a uniform mixture
+    np.testing.assert_allclose(probs[:, :, :, 24:], before[:, :, :, 24:], atol=1e-6)
+
+
+def test_skull_strip_removes_outer_csf_beyond_the_margin_but_keeps_ventricles():
+    probs = np.zeros((3, 50, 50, 50), np.float32)
+    probs[0, 5:45, 5:45, 5:45] = 1.0  # CSF shell 5 voxels thick around the parenchyma
+    probs[2, 10:40, 10:40, 10:40] = 1.0
+    probs[0, 10:40, 10:40, 10:40] = 0.0
+    probs[0, 20:30, 20:30, 20:30], probs[2, 20:30, 20:30, 20:30] = 1.0, 0.0  # a ventricle inside
+    for seed in range(6):
+        outside = anatomy.skull_strip(np.random.default_rng(seed), probs)
+        assert not outside[20:30, 20:30, 20:30].any() and not outside[10:40, 10:40, 10:40].any()
+        assert outside[6, 25, 25] and outside[0, 0, 0]  # CSF 4 voxels from the parenchyma: beyond any margin
+        kept = 25 - int((~outside[:25, 25, 25]).argmax())  # half-width of the kept brain along x
+        assert 15 <= kept <= 18
+
+
+def test_domains_change_only_what_they_say():
+    adult, paediatric = DOMAINS["adult"].ranges(), DOMAINS["paediatric"].ranges()
+    np.testing.assert_array_equal(adult, contrast.RANGES)
+    changed = np.argwhere(np.any(adult != paediatric, axis=-1))
+    assert {(int(r), contrast.CLASSES[c]) for r, c in changed} == {(T1C, "et"), (T1N, "gm")}
+    assert DOMAINS["ssa"].acquisition.noise_sd[0] > DOMAINS["adult"].acquisition.noise_sd[1] - 0.02
+
+
+@needs_data
+def test_paediatric_cases_lose_enhancement_and_sit_in_the_posterior_fossa():
+    sources = load_sources(DATA)
+    centre = sources.atlas.centre
+    cases = [generate(seed, sources, DOMAINS["paediatric"]) for seed in range(4)]
+    assert any(not (case.label == Label.ET).any() for case in cases)
+    low_and_back = [np.argwhere(case.label > 0).mean(axis=0) for case in cases]
+    assert sum(c[2] < centre[2] - 15 and c[1] < centre[1] for c in low_and_back) >= 2
+    assert all(case.label.any() and not case.label[case.tissue == 0].any() for case in cases)
+
+
+def test_vessels_are_thin_tubes_near_csf_only():
+    probs = np.zeros((3, 60, 60, 60), np.float32)
+    probs[0, :, :, :20], probs[1, :, :, :20] = 0.3, 0.7  # cortex with CSF in its sulci
+    probs[2, :, :, 20:] = 1.0  # white matter
+    fractions = [anatomy.draw_vessels(np.random.default_rng(seed), probs) for seed in range(4)]
+    for vessels in fractions:
+        assert vessels.min() >= 0 and vessels.max() <= 1
+        assert not vessels[:, :, 30:].any()  # > 3 smoothing sd from any CSF
+        assert 0.003 < (vessels[:, :, :15] > 0.5).mean() < 0.15
+    image = np.ones((2, 2, 2), np.float32)
+    vessels = np.array([0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32).reshape(2, 2, 2)
+    contrast.add_vessels(image, vessels, 2.0)
+    np.testing.assert_allclose(image.ravel()[:3], [1.0, 2.0, 1.5])

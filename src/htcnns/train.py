@@ -33,6 +33,7 @@ from htcnns.io import atomic_write_text
 from htcnns.networks import PRESETS
 from htcnns.postprocess import PostprocessParams
 from htcnns.predict import predict, to_network_input
+from htcnns.synthseg.domains import DOMAINS
 from htcnns.training.card import data_paragraph as _data_paragraph
 from htcnns.training.card import describe_data, model_card
 from htcnns.training.checkpoint import CHECKPOINT_STATE, Progress, load_checkpoint, save_checkpoint
@@ -228,6 +229,8 @@ def run_provenance(run: Run, progress: Progress) -> dict:
 def data_description(config: TrainConfig, first_seed: int, last_seed: int) -> str:
     """One line on the training data of a run, with licences where the data derive from third-party files."""
     text = describe_data(config.data, first_seed, last_seed)
+    if config.data == "synthseg" and config.domain != "adult":
+        text = f"{text}; {config.domain}-like domain (htcnns.synthseg.domains)"
     return f"{text} (fold {config.fold} of {config.folds} held out)" if config.folds else text
 
 
@@ -260,6 +263,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atlas", type=str, default="",
                         help="shared data folder holding sri24-brats-space/ and deepmedic-brats2015/ (for --data "
                              "synthseg; default $HTCNNS_SHARED_DATA, else ../shared/data next to this checkout)")
+    parser.add_argument("--domain", choices=sorted(DOMAINS), default=defaults.domain,
+                        help="with --data synthseg: the population the cases imitate (adult glioma, paediatric-like, "
+                             "sub-Saharan-Africa-like; see htcnns.synthseg.domains)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--preset", choices=["compact", "paper"], default=defaults.preset)
     parser.add_argument("--init-from", type=str, default="",

@@ -2,7 +2,8 @@
 
 ``generate(seed, sources)`` draws one case on the BraTS grid (240x240x155, 1 mm, RAS+):
 
-1. anatomy: the SRI24 CSF/GM/WM probability maps through a random affine + elastic warp (``anatomy``);
+1. anatomy: the SRI24 CSF/GM/WM probability maps through a random affine + elastic warp, with random cortical
+   folds, vessels and a random skull-stripping margin (``anatomy``);
 2. tumour: a real expert label map (DeepMedic BraTS 2015, one held out) or a procedural glioma, flipped,
    rotated, scaled, elastically deformed, placed in white matter, pushing the anatomy aside (``tumour``);
 3. contrast: per-class, per-modality means from physics-ordered ranges, partial-volume mixing (``contrast``);
@@ -27,9 +28,11 @@ from htcnns.labels import MODALITIES
 from htcnns.synth import _smooth_field
 from htcnns.synthseg import anatomy, artefacts, contrast, tumour
 from htcnns.synthseg.anatomy import BRATS_SHAPE, Atlas, load_atlas
+from htcnns.synthseg.domains import ADULT, DOMAINS, Domain
 from htcnns.synthseg.tumour import DEEPMEDIC_DIR, HELD_OUT, TumourSource, load_tumour_sources
 
-__all__ = ["HELD_OUT", "SPLITS", "Sources", "SyntheticCase", "default_data_root", "generate", "load_sources"]
+__all__ = ["DOMAINS", "HELD_OUT", "SPLITS", "Domain", "Sources", "SyntheticCase", "default_data_root", "generate",
+           "load_sources"]
 
 ATLAS_DIR = "sri24-brats-space"
 PROCEDURAL_FRACTION = 0.35
@@ -103,40 +106,53 @@ def load_sources(root: Path, split: str = "train") -> Sources:
     return Sources(_atlas(root / ATLAS_DIR), load_tumour_sources(root / DEEPMEDIC_DIR, excluded))
 
 
-def _draw_tumour(rng: np.random.Generator, sources: Sources) -> tuple[str, np.ndarray, float, np.ndarray]:
+def _draw_tumour(rng: np.random.Generator, sources: Sources,
+                 domain: Domain) -> tuple[str, np.ndarray, float, np.ndarray]:
     """(source name, uint8 label box, zoom, atlas voxel of its centre) of this case's tumour."""
-    site = sources.atlas.wm_voxels[rng.integers(len(sources.atlas.wm_voxels))].astype(float)
+    fossa = domain.posterior_fossa > 0 and rng.random() < domain.posterior_fossa
+    sites = sources.atlas.fossa_voxels if fossa else sources.atlas.wm_voxels
+    site = sites[rng.integers(len(sites))].astype(float)
     if rng.random() < PROCEDURAL_FRACTION or not sources.tumours:
         return "procedural", tumour.procedural_labels(rng), 1.0, site
     source = sources.tumours[rng.integers(len(sources.tumours))]
-    if rng.random() < ORIGINAL_SITE_FRACTION:
+    if not fossa and rng.random() < ORIGINAL_SITE_FRACTION:
         site = source.centre + rng.uniform(-5, 5, 3)
-    return source.name, source.labels, float(rng.uniform(0.7, 1.2)), site
+    return source.name, source.labels, float(rng.uniform(*domain.tumour_zoom)), site
 
 
-def _render(rng: np.random.Generator, probs: np.ndarray, inner: tuple[slice, ...], lesion: np.ndarray) -> np.ndarray:
+def _drop_enhancement(rng: np.random.Generator, soft: np.ndarray, domain: Domain) -> None:
+    """With probability 1 - ``domain.enhancing_share``, make the enhancing part non-enhancing core, in place."""
+    if domain.enhancing_share < 1 and rng.random() >= domain.enhancing_share:
+        soft[0] += soft[2]
+        soft[2] = 0.0
+
+
+def _render(rng: np.random.Generator, probs: np.ndarray, outside: np.ndarray, inner: tuple[slice, ...],
+            lesion: np.ndarray, domain: Domain) -> np.ndarray:
     """Four modalities of the output box, float32 (4, bx, by, bz), from tissue and tumour fractions."""
-    means = contrast.draw_means(rng)
+    means = contrast.draw_means(rng, domain.ranges())
     heterogeneity = contrast.draw_texture(rng)
-    outside = probs.sum(axis=0) < 0.5
+    vessels = anatomy.draw_vessels(rng, probs)
+    blood = rng.uniform(contrast.VESSEL_RANGES[:, 0], contrast.VESSEL_RANGES[:, 1])
     unit_noise = artefacts.noise_volume(rng, outside.shape)
     images = np.empty((len(MODALITIES), *probs.shape[1:]), np.float32)
     for channel in range(len(MODALITIES)):
         means[channel] = artefacts.gamma(rng, means[channel])
         image = contrast.mix(probs, means[channel])
+        contrast.add_vessels(image, vessels, blood[channel])
         if lesion.size:
             field = _smooth_field(rng, lesion.shape[1:], 3.0)
             texture = 1.0 + heterogeneity[channel].reshape(3, 1, 1, 1) * field
             contrast.blend(image[inner], lesion, means[channel], texture)
         image[outside] = means[channel, 0]  # blur the brain edge against CSF, not against 0
-        images[channel] = artefacts.acquire(rng, image, outside, unit_noise, channel)
+        images[channel] = artefacts.acquire(rng, image, outside, unit_noise, channel, domain.acquisition)
     return images
 
 
-def _labels(probs: np.ndarray, inner: tuple[slice, ...], lesion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _labels(probs: np.ndarray, outside: np.ndarray, inner: tuple[slice, ...],
+            lesion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 maps of the output box: tumour labels (arg-max of rest, NCR, ED, ET fractions) and tissues
     (1 + arg-max of CSF, GM, WM), both 0 outside the brain."""
-    outside = probs.sum(axis=0) < 0.5
     labels = np.zeros(probs.shape[1:], np.uint8)
     if lesion.size:
         rest = 1.0 - lesion.sum(axis=0, keepdims=True)
@@ -147,12 +163,13 @@ def _labels(probs: np.ndarray, inner: tuple[slice, ...], lesion: np.ndarray) -> 
     return labels, tissue
 
 
-def generate(seed: int, sources: Sources) -> SyntheticCase:
-    """Generate one synthetic case; deterministic: the same seed and sources give identical arrays.
+def generate(seed: int, sources: Sources, domain: Domain = ADULT) -> SyntheticCase:
+    """Generate one synthetic case; deterministic: the same seed, sources and domain give identical arrays.
 
     Args:
         seed: random seed (any non-negative integer).
         sources: from :func:`load_sources`.
+        domain: the population to imitate (:data:`DOMAINS`); the default is the adult-glioma source domain.
 
     Returns:
         A :class:`SyntheticCase` on the full BraTS grid.
@@ -161,16 +178,19 @@ def generate(seed: int, sources: Sources) -> SyntheticCase:
     atlas = sources.atlas
     warp = anatomy.draw_warp(rng, atlas)
     box = anatomy.output_box(warp, atlas)
-    name, source_labels, zoom, site = _draw_tumour(rng, sources)
+    name, source_labels, zoom, site = _draw_tumour(rng, sources, domain)
     soft = tumour.soft_tumour(rng, source_labels, zoom)
+    _drop_enhancement(rng, soft, domain)
     centre = warp.to_output(site[None])[0]
     grid = anatomy.sampling_grid(rng, warp, atlas, box)
     radius = float(np.cbrt(3.0 * (soft[0].sum() + soft[2].sum()) / (4.0 * np.pi)))  # of the core, voxels
     anatomy.add_mass_effect(grid, box, warp, atlas, (centre, radius, float(rng.uniform(0.0, 0.5)) * radius))
     probs = anatomy.deform(atlas, grid)
+    anatomy.add_cortical_folds(rng, probs)
+    outside = anatomy.skull_strip(rng, probs)
     inner, lesion = tumour.place(soft, centre, probs, box)
     image = np.zeros((len(MODALITIES), *BRATS_SHAPE), np.float32)
-    image[(slice(None), *box)] = _render(rng, probs, inner, lesion)
+    image[(slice(None), *box)] = _render(rng, probs, outside, inner, lesion, domain)
     label, tissue = np.zeros(BRATS_SHAPE, np.uint8), np.zeros(BRATS_SHAPE, np.uint8)
-    label[box], tissue[box] = _labels(probs, inner, lesion)
+    label[box], tissue[box] = _labels(probs, outside, inner, lesion)
     return SyntheticCase(image, label, tissue, atlas.affine.copy(), name)

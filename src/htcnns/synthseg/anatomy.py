@@ -32,6 +32,8 @@ class Atlas:
     lo: int (3,), voxel index of ``probs[..., 0, 0, 0]`` on the full 240x240x155 grid.
     affine: float64 (4, 4), voxel-to-world (RAS+, mm) of the full grid.
     wm_voxels: int (n, 3), full-grid voxels with WM probability >= 0.8 and >= 12 mm inside the brain.
+    fossa_voxels: int (k, 3), full-grid parenchyma voxels (GM + WM >= 0.9, >= 8 mm inside the brain) of the
+        posterior fossa: the lowest 30 % of the brain's height and its posterior 55 % (cerebellum, brainstem).
     surface: int (m, 3), full-grid voxels on the brain's surface (a subsample), to bound the deformed brain.
     """
 
@@ -39,6 +41,7 @@ class Atlas:
     lo: np.ndarray
     affine: np.ndarray
     wm_voxels: np.ndarray
+    fossa_voxels: np.ndarray
     surface: np.ndarray
 
     @property
@@ -74,7 +77,15 @@ def load_atlas(folder: Path) -> Atlas:
     wm = np.argwhere((probs[2][crop] >= 0.8) & (depth >= 12)) + lo
     surface = np.argwhere((depth > 0) & (depth < 1.5))[::7] + lo
     tensor = torch.from_numpy(np.ascontiguousarray(probs[(slice(None), *crop)])).unsqueeze(0)
-    return Atlas(tensor, lo, images[0].affine, wm, surface)
+    return Atlas(tensor, lo, images[0].affine, wm, _fossa_voxels(probs[(slice(None), *crop)], depth) + lo, surface)
+
+
+def _fossa_voxels(probs: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Cropped-grid voxels of the posterior fossa (RAS+: low z, low y) that can host a tumour centre."""
+    size = np.array(depth.shape)
+    y = np.arange(size[1]).reshape(1, -1, 1) < 0.55 * size[1]
+    z = np.arange(size[2]).reshape(1, 1, -1) < 0.3 * size[2]
+    return np.argwhere((probs[1] + probs[2] >= 0.9) & (depth >= 8) & y & z)
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,50 @@ def add_mass_effect(grid: torch.Tensor, box: tuple[slice, ...], warp: Warp, atla
     for i in range(3):
         row = warp.matrix[i] * scale[i]
         grid[(0, *sub, 2 - i)] -= (float(row[0]) * d[0] + float(row[1]) * d[1] + float(row[2]) * d[2]) * u_over_r
+
+
+def add_cortical_folds(rng: np.random.Generator, probs: np.ndarray) -> None:
+    """Give the cortex the sulci and gyri an average atlas has blurred away, in place on ``probs`` (3, ...).
+
+    In the cortical ribbon (GM near CSF), a fine random field (correlation 2-3.5 voxels) moves fraction
+    between GM and CSF: where it is high, GM becomes CSF (a sulcus); where low, CSF becomes GM (a gyrus).
+    Ventricles (CSF without GM) and white matter are left alone; each voxel's fractions keep their sum.
+    """
+    csf, gm, wm = probs
+    ribbon = np.clip(3.0 * ndimage.gaussian_filter(csf, 2.0), 0.0, 1.0) * (1.0 - wm)
+    field = _smooth_field(rng, gm.shape, float(rng.uniform(2.0, 3.5)))
+    gain = np.float32(rng.uniform(1.0, 2.5))
+    to_csf = np.clip(gain * (field - 0.5), 0.0, 1.0) * gm * ribbon
+    to_gm = np.clip(gain * (-field - 0.5), 0.0, 1.0) * csf * np.clip(4.0 * gm, 0.0, 1.0) * ribbon
+    csf += to_csf - to_gm
+    gm += to_gm - to_csf
+
+
+def draw_vessels(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """Fraction of blood vessel in each voxel, float32 (bx, by, bz), from ``probs`` (3, ...) of the box.
+
+    Vessels are tubes (about 1-5 % of the voxels) along the curves where two random fields (correlation 10-16
+    voxels) are both zero, kept where CSF is near (sulcal and surface vessels, choroid plexus). With gadolinium
+    they are bright on t1c: without them a network calls every bright t1c structure enhancing tumour.
+    """
+    cell = float(rng.uniform(10.0, 16.0))
+    first, second = _smooth_field(rng, probs.shape[1:], cell), _smooth_field(rng, probs.shape[1:], cell)
+    width = np.float32(rng.uniform(0.1, 0.25))
+    tube = np.clip(2.0 - (first * first + second * second) / (width * width), 0.0, 1.0)
+    return tube * np.clip(6.0 * ndimage.gaussian_filter(probs[0], 2.0), 0.0, 1.0)
+
+
+def skull_strip(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """Voxels outside the brain after a random skull stripping, bool (bx, by, bz), from ``probs`` (3, ...).
+
+    Stripping tools hug the cortex: of the brain (fractions summing to >= 0.5), CSF more than 0-3 voxels
+    from the parenchyma (GM + WM >= 0.5) is removed, except where enclosed (ventricles stay).
+    """
+    brain = probs.sum(axis=0) >= 0.5
+    margin = int(rng.integers(0, 4))
+    parenchyma = (probs[1] + probs[2]) >= 0.5
+    near = ndimage.binary_dilation(parenchyma, iterations=margin) if margin else parenchyma
+    return ~ndimage.binary_fill_holes(brain & near) | ~brain
 
 
 def deform(atlas: Atlas, grid: torch.Tensor) -> np.ndarray:

@@ -8,6 +8,8 @@ Functions take and return float32 arrays of the output box and draw from the cal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -17,24 +19,38 @@ FLOOR = 1e-3
 """Smallest brain intensity (relative to WM), so every brain voxel stays non-zero for preprocessing."""
 
 
-def bias_field(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    """Multiply by ``exp(a * smooth field)``, a in 0-0.12 (up to about +-27 % at 2 sd), correlation 40-80 voxels."""
+@dataclass(frozen=True)
+class Acquisition:
+    """Ranges of the acquisition draws: noise sd (relative to WM), probability of thick slices and their
+    thickness (mm), bias field amplitude."""
+
+    noise_sd: tuple[float, float] = (0.01, 0.07)
+    thick_slices: float = 0.4
+    slice_mm: tuple[float, float] = (2.0, 5.0)
+    bias: tuple[float, float] = (0.0, 0.12)
+
+
+def bias_field(rng: np.random.Generator, image: np.ndarray,
+               amplitude: tuple[float, float] = (0.0, 0.12)) -> np.ndarray:
+    """Multiply by ``exp(a * smooth field)``, a in ``amplitude`` (default: up to about +-27 % at 2 sd),
+    correlation 40-80 voxels."""
     field = _smooth_field(rng, image.shape, float(rng.uniform(40.0, 80.0)))
-    field *= np.float32(rng.uniform(0.0, 0.12))
+    field *= np.float32(rng.uniform(*amplitude))
     return image * np.exp(field)
 
 
-def blur(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    """With probability 0.5 a Gaussian point-spread function (sigma 0.3-1 voxel); with probability 0.4 thick slices.
+def blur(rng: np.random.Generator, image: np.ndarray, acquisition: Acquisition = Acquisition()) -> np.ndarray:
+    """With probability 0.5 a Gaussian point-spread function (sigma 0.3-1 voxel); with probability
+    ``acquisition.thick_slices`` (default 0.4) thick slices.
 
-    Thick slices: along one axis (z twice as likely), a slice profile of FWHM 2-5 mm, then sampling every
-    `thickness` voxels and linear interpolation back to 1 mm (resolution loss).
+    Thick slices: along one axis (z twice as likely), a slice profile of FWHM ``acquisition.slice_mm`` (default
+    2-5 mm), then sampling every `thickness` voxels and linear interpolation back to 1 mm (resolution loss).
     """
     sigma = np.full(3, rng.uniform(0.3, 1.0) if rng.random() < 0.5 else 0.0)
     thickness, axis = 1.0, 2
-    if rng.random() < 0.4:
+    if rng.random() < acquisition.thick_slices:
         axis = int(rng.choice(3, p=[0.25, 0.25, 0.5]))
-        thickness = float(rng.uniform(2.0, 5.0))
+        thickness = float(rng.uniform(*acquisition.slice_mm))
         sigma[axis] = np.hypot(sigma[axis], thickness / 2.355)
     if sigma.any():
         image = ndimage.gaussian_filter(image, sigma, truncate=2.5)
@@ -62,15 +78,17 @@ def noise_volume(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
     return rng.standard_normal(shape, dtype=np.float32)
 
 
-def add_noise(rng: np.random.Generator, image: np.ndarray, unit: np.ndarray, channel: int) -> np.ndarray:
-    """Add Gaussian noise of sd 0.01-0.07 (relative to WM = 1; SNR of WM about 14-100) in place.
+def add_noise(rng: np.random.Generator, image: np.ndarray, unit: np.ndarray, channel: int,
+              sd: tuple[float, float] = (0.01, 0.07)) -> np.ndarray:
+    """Add Gaussian noise of sd drawn from ``sd`` (default 0.01-0.07 relative to WM = 1; SNR of WM about
+    14-100) in place.
 
     ``unit`` is one :func:`noise_volume` shared by the four modalities, read unflipped (channel 0) or
     mirrored along x, y or z (channels 1-3): the four noise images are then independent except on the mirror
     planes, at a quarter of the cost of drawing four (drawing is ~0.1 s per modality here).
     """
     mirrored = unit if channel == 0 else np.flip(unit, axis=channel - 1)
-    image += mirrored * np.float32(rng.uniform(0.01, 0.07))
+    image += mirrored * np.float32(rng.uniform(*sd))
     return image
 
 
@@ -80,15 +98,17 @@ def gamma(rng: np.random.Generator, means: np.ndarray) -> np.ndarray:
 
 
 def acquire(rng: np.random.Generator, image: np.ndarray, outside: np.ndarray, unit_noise: np.ndarray,
-            channel: int) -> np.ndarray:
+            channel: int, acquisition: Acquisition = Acquisition()) -> np.ndarray:
     """Bias field, blur, noise; then 0 outside the brain and >= FLOOR inside.
 
     Args:
         image: float32 (bx, by, bz), noise-free image relative to WM (class means already gamma-bent).
         outside: bool (bx, by, bz), voxels outside the brain.
         unit_noise: float32 (bx, by, bz) from :func:`noise_volume`; channel: modality index 0-3.
+        acquisition: the ranges to draw from (a domain's; default the adult source domain's).
     """
-    image = add_noise(rng, blur(rng, bias_field(rng, image)), unit_noise, channel)
+    image = bias_field(rng, image, acquisition.bias)
+    image = add_noise(rng, blur(rng, image, acquisition), unit_noise, channel, acquisition.noise_sd)
     np.maximum(image, np.float32(FLOOR), out=image)
     image[outside] = 0.0
     return image

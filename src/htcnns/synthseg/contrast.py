@@ -34,13 +34,17 @@ RANGES = np.array(
     ],
     dtype=np.float32,
 )
+VESSEL_RANGES = np.array([(0.6, 1.0), (1.3, 2.5), (0.3, 1.0), (0.3, 1.0)], dtype=np.float32)
+"""(low, high) mean of blood vessels relative to WM, rows MODALITIES: gadolinium makes them bright on t1c only;
+flowing blood is dark (a flow void) or GM-like on T2 and FLAIR."""
 _T1C_FROM_T1N = 0.07  # t1c = t1n * (1 +- 7 %) for every class but ET
 _CSF, _WM, _NCR, _ET = (CLASSES.index(name) for name in ("csf", "wm", "ncr", "et"))
 
 
-def draw_means(rng: np.random.Generator) -> np.ndarray:
-    """Mean intensities of one case, float32 (4, 6): rows MODALITIES, columns CLASSES, WM = 1."""
-    means = rng.uniform(RANGES[..., 0], RANGES[..., 1]).astype(np.float32)
+def draw_means(rng: np.random.Generator, ranges: np.ndarray = RANGES) -> np.ndarray:
+    """Mean intensities of one case, float32 (4, 6): rows MODALITIES, columns CLASSES, WM = 1, drawn from
+    ``ranges`` (a domain's table; default :data:`RANGES`)."""
+    means = rng.uniform(ranges[..., 0], ranges[..., 1]).astype(np.float32)
     fluid = np.float32(rng.uniform(0.0, 1.0) ** 2)  # cystic share of the necrotic core, mostly small
     means[:, _NCR] = fluid * means[:, _CSF] + (1 - fluid) * means[:, _NCR]
     t1c = means[0] * rng.uniform(1 - _T1C_FROM_T1N, 1 + _T1C_FROM_T1N, len(CLASSES)).astype(np.float32)
@@ -63,6 +67,12 @@ def mix(probs: np.ndarray, means: np.ndarray) -> np.ndarray:
         means: float32 (6,), one row of :func:`draw_means`.
     """
     return probs[0] * means[0] + probs[1] * means[1] + probs[2] * means[2]
+
+
+def add_vessels(image: np.ndarray, vessels: np.ndarray, mean: float) -> None:
+    """Replace anatomy by blood in place: ``image = image * (1 - vessels) + vessels * mean``."""
+    image *= 1.0 - vessels
+    image += vessels * np.float32(mean)
 
 
 def blend(image: np.ndarray, tumour: np.ndarray, means: np.ndarray, texture: np.ndarray) -> None:

@@ -36,6 +36,7 @@ class TrainConfig:
     init_from: str = ""
     data: str = "phantoms"
     atlas: str = ""
+    domain: str = "adult"
     refresh_every: int = 0
     deep_supervision: bool = True
     checkpoint_every: int = 100

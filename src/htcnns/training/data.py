@@ -13,7 +13,7 @@ from tqdm import tqdm
 from htcnns.labels import regions_from_labels
 from htcnns.preprocess import Prepared, preprocess, to_prepared_grid
 from htcnns.synth import Phantom, make_phantom
-from htcnns.synthseg import SyntheticCase, default_data_root, generate, load_sources
+from htcnns.synthseg import DOMAINS, SyntheticCase, default_data_root, generate, load_sources
 from htcnns.training.config import DATA_KINDS, TrainConfig
 from htcnns.validate import LoadedCase
 
@@ -41,7 +41,8 @@ def case_maker(config: TrainConfig, split: str = "train") -> Callable[[int], Tra
     fails before any training. ``split`` "validation" draws synthseg tumours from the held-out label maps."""
     if config.data == "synthseg":
         sources = load_sources(Path(config.atlas) if config.atlas else default_data_root(), split)
-        return lambda seed: generate(seed, sources)
+        domain = DOMAINS[config.domain]
+        return lambda seed: generate(seed, sources, domain)
     if config.data != "phantoms":
         raise ValueError(f"data must be one of {DATA_KINDS}, got {config.data!r}")
     return lambda seed: make_phantom(seed, shape=config.phantom_shape)
