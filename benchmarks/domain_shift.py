@@ -1,10 +1,10 @@
 """The paper's transfer-learning experiment in miniature, on synthetic domain shift (``htcnns.synthseg.domains``).
 
-For each target domain (paediatric-like, SSA-like) and each architecture it trains two networks on the same small
-set of target cases with the same number of steps: one from random initialisation ("scratch"), one fine-tuned from
-the source (adult) weights of ``--source``. It then scores, on held-out target cases whose tumour shapes no
-network was trained on, each network alone and the STAPLE fusion of the three scratch and of the three
-fine-tuned networks, with the BraTS 2023 lesion-wise Dice and HD95 of the domain's challenge (PED, SSA). Every
+For each target domain (paediatric-like, SSA-like) it trains networks on the same small set of target cases with
+the same number of steps: each architecture fine-tuned from the source (adult) weights of ``--source``, and those
+of ``--scratch-architectures`` also from random initialisation ("scratch", the baseline). It then scores, on
+held-out target cases whose tumour shapes no network was trained on, each network alone and the STAPLE fusion of
+each group of several, with the BraTS 2023 lesion-wise Dice and HD95 of the domain's challenge (PED, SSA). Every
 number it prints is on synthetic data.
 
     python benchmarks/domain_shift.py --source models --output /tmp/domain-shift --steps 150 --cases 6
@@ -49,29 +49,37 @@ def train_command(args: argparse.Namespace, domain: str, start: str, architectur
     return command
 
 
-def train_all(args: argparse.Namespace, domain: str) -> dict[str, list[Path]]:
-    """Train (or reuse, when its manifest exists) every network of one domain; returns model folders per start."""
-    folders: dict[str, list[Path]] = {start: [] for start in STARTS}
+def train_all(args: argparse.Namespace, domain: str) -> dict[str, dict[str, Path]]:
+    """Train (or reuse, when its manifest exists) every network of one domain; model folders per start and
+    architecture (scratch: only ``--scratch-architectures``)."""
+    chosen = {"scratch": args.scratch_architectures, "fine-tuned": ARCHITECTURES}
+    folders: dict[str, dict[str, Path]] = {start: {} for start in STARTS}
     for start in STARTS:
-        for architecture in ARCHITECTURES:
+        for architecture in chosen[start]:
             folder = args.output / domain / start / architecture
             if not (folder / "manifest.json").is_file():
                 print(f"training {domain} {start} {architecture}", flush=True)
                 subprocess.run(train_command(args, domain, start, architecture, folder), check=True)
-            folders[start].append(folder)
+            folders[start][architecture] = folder
     return folders
 
 
-def lesion_scores(predicted: np.ndarray, reference: np.ndarray, challenge: str) -> dict[str, tuple[float, float]]:
-    """(lesion-wise Dice, lesion-wise HD95 mm) per region of one case (1 mm isotropic grid)."""
+SCORES = ("Legacy_Dice", "Legacy_HD95", "LesionWise_Score_Dice", "LesionWise_Score_HD95", "Num_FP")
+"""What is kept of the official metrics per region: whole-region and lesion-wise Dice and HD95, false-positive
+lesions."""
+
+
+def case_scores(predicted: np.ndarray, reference: np.ndarray, challenge: str) -> dict[str, list[float]]:
+    """:data:`SCORES` per region of one case (1 mm isotropic grid)."""
     metrics = brats2023_metrics(predicted, reference, (1.0, 1.0, 1.0), challenge)
-    return {r: (metrics[r]["LesionWise_Score_Dice"], metrics[r]["LesionWise_Score_HD95"]) for r in REGIONS}
+    return {r: [float(metrics[r][name]) for name in SCORES] for r in REGIONS}
 
 
-def score_domain(args: argparse.Namespace, domain: str, folders: dict[str, list[Path]]) -> dict[str, dict]:
-    """Mean lesion-wise Dice and HD95 per region of every network and both STAPLE fusions on the test cases."""
+def score_domain(args: argparse.Namespace, domain: str, folders: dict[str, dict[str, Path]]) -> dict[str, dict]:
+    """Mean :data:`SCORES` per region of every network, and of the STAPLE fusion of each start's networks where
+    it has several, over the test cases."""
     cpu = torch.device("cpu")
-    models = {start: [load_model(folder, cpu) for folder in folders[start]] for start in STARTS}
+    models = {start: {a: load_model(folder, cpu) for a, folder in folders[start].items()} for start in STARTS}
     sources = load_sources(args.data, "validation")
     rows: dict[str, list[dict]] = {}
     for index in tqdm(range(args.test_cases), desc=f"{domain} test cases", unit="case", disable=None):
@@ -79,24 +87,27 @@ def score_domain(args: argparse.Namespace, domain: str, folders: dict[str, list[
         prepared, reference = prepare_phantom(case)
         image = to_network_input(prepared.image, torch.device("cpu"))
         for start in STARTS:
-            maps = [model_labels(image, prepared, model) for model in models[start]]
-            named = [(f"{start} {a}", m) for a, m in zip(ARCHITECTURES, maps, strict=True)]
-            for name, labels in [*named, (f"{start} STAPLE", fuse_label_maps(maps))]:
-                rows.setdefault(name, []).append(lesion_scores(labels, reference, CHALLENGES[domain]))
-    return {name: {r: [float(np.mean([c[r][k] for c in cases])) for k in (0, 1)] for r in REGIONS}
+            named = [(f"{start} {a}", model_labels(image, prepared, m)) for a, m in models[start].items()]
+            if len(named) > 1:
+                named.append((f"{start} STAPLE", fuse_label_maps([labels for _, labels in named])))
+            for name, labels in named:
+                rows.setdefault(name, []).append(case_scores(labels, reference, CHALLENGES[domain]))
+    return {name: {r: np.mean([case[r] for case in cases], axis=0).tolist() for r in REGIONS}
             for name, cases in rows.items()}
 
 
-def table(results: dict[str, dict[str, dict]]) -> str:
-    """Markdown: one row per domain and network, Dice and HD95 per region and their mean."""
-    lines = ["| domain | network | ET Dice / HD95 | TC Dice / HD95 | WT Dice / HD95 | mean Dice / HD95 |",
-             "|---|---|---|---|---|---|"]
+def table(results: dict[str, dict[str, dict]], first: int, title: str) -> str:
+    """Markdown: one row per domain and network, Dice / HD95 (``SCORES[first]``, ``SCORES[first + 1]``) per
+    region and their mean, plus false-positive lesions per case."""
+    lines = [f"| domain | network ({title}) | ET Dice / HD95 | TC Dice / HD95 | WT Dice / HD95 | mean Dice / HD95 "
+             "| FP lesions ET / TC / WT |", "|---|---|---|---|---|---|---|"]
     for domain, rows in results.items():
         for name, regions in rows.items():
-            cells = [f"{regions[r][0]:.3f} / {regions[r][1]:.1f}" for r in ("ET", "TC", "WT")]
-            dice = np.mean([regions[r][0] for r in REGIONS])
-            hd95 = np.mean([regions[r][1] for r in REGIONS])
-            lines.append(f"| {domain} | {name} | {' | '.join(cells)} | {dice:.3f} / {hd95:.1f} |")
+            cells = [f"{regions[r][first]:.3f} / {regions[r][first + 1]:.1f}" for r in ("ET", "TC", "WT")]
+            dice = np.mean([regions[r][first] for r in REGIONS])
+            hd95 = np.mean([regions[r][first + 1] for r in REGIONS])
+            fp = " / ".join(f"{regions[r][4]:.1f}" for r in ("ET", "TC", "WT"))
+            lines.append(f"| {domain} | {name} | {' | '.join(cells)} | {dice:.3f} / {hd95:.1f} | {fp} |")
     return "\n".join(lines)
 
 
@@ -107,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="folder for the trained networks and results")
     parser.add_argument("--data", type=Path, default=default_data_root(), help="the shared data folder")
     parser.add_argument("--domains", nargs="+", choices=sorted(CHALLENGES), default=sorted(CHALLENGES))
+    parser.add_argument("--scratch-architectures", nargs="+", choices=ARCHITECTURES, default=ARCHITECTURES,
+                        help="the networks also trained from scratch (the baseline)")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--cases", type=int, default=6, help="target training cases (a small target set)")
     parser.add_argument("--test-cases", type=int, default=4)
@@ -116,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     results = {domain: score_domain(args, domain, train_all(args, domain)) for domain in args.domains}
-    (args.output / "results.json").write_text(json.dumps(results, indent=1))
-    print(table(results))
+    (args.output / "results.json").write_text(json.dumps({"scores": SCORES, "results": results}, indent=1))
+    print(table(results, 0, "whole-region"))
+    print(table(results, 2, "lesion-wise"))
     return 0
 
 

@@ -83,6 +83,9 @@ def test_synthseg_cases_feed_training_and_refresh(tmp_path: Path):
     described = data_description(config, 0, 1)
     assert "CC BY-NC-SA 3.0" in described and "CC BY-SA 3.0" in described and "held out" in described
     assert "non-commercial" in _data_paragraph(described)
+    assert "ssa-like domain" in data_description(replace(config, domain="ssa"), 0, 1)
+    ssa_case, adult_case = case_maker(replace(config, domain="ssa"))(0), make_case(0)
+    assert ssa_case.label.any() and not np.array_equal(ssa_case.image, adult_case.image)
 
 
 def test_synthseg_without_the_atlas_fails_before_training(tmp_path: Path):
@@ -166,10 +169,11 @@ def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("htcnns.train.train", record)
     args = build_parser().parse_args(["train", "--architecture", "unet", "--output", "out", "--no-deep-supervision",
                                       "--folds", "3", "--fold", "2", "--resume", "--checkpoint-every", "7",
-                                      "--validate-every", "5", "--freeze-encoder", "--tune-et-threshold"])
+                                      "--validate-every", "5", "--freeze-encoder", "--tune-et-threshold",
+                                      "--data", "synthseg", "--domain", "paediatric"])
     assert args.run(args) == 0
     assert seen[0] == TrainConfig(architecture="unet", output="out", deep_supervision=False, folds=3, fold=2,
                                   resume=True, checkpoint_every=7, validate_every=5, freeze_encoder=True,
-                                  tune_et_threshold=True)
+                                  tune_et_threshold=True, data="synthseg", domain="paediatric")
     defaults = build_parser().parse_args(["train", "--architecture", "unet", "--output", "out"])
     assert defaults.deep_supervision and defaults.checkpoint_every == 100 and not defaults.resume
