@@ -85,7 +85,7 @@ def score_domain(args: argparse.Namespace, domain: str, folders: dict[str, dict[
     for index in tqdm(range(args.test_cases), desc=f"{domain} test cases", unit="case", disable=None):
         case = generate(TEST_SEED + index, sources, DOMAINS[domain])
         prepared, reference = prepare_phantom(case)
-        image = to_network_input(prepared.image, torch.device("cpu"))
+        image = to_network_input(prepared.image, cpu)
         for start in STARTS:
             named = [(f"{start} {a}", model_labels(image, prepared, m)) for a, m in models[start].items()]
             if len(named) > 1:

@@ -171,7 +171,7 @@ def test_cortical_folds_move_fraction_between_gm_and_csf_only():
     probs[0, :, :, 20:30] = 1.0  # a ventricle: CSF without GM
     probs[2, :, :, 30:] = 1.0  # deep white matter
     before = probs.copy()
-    anatomy.add_cortical_folds(np.random.default_rng(1), probs)
+    anatomy.add_cortical_folds(np.random.default_rng(1), probs, anatomy.csf_nearness(probs))
     np.testing.assert_allclose(probs.sum(axis=0), before.sum(axis=0), atol=1e-6)
     np.testing.assert_array_equal(probs[2], before[2])
     assert np.all(probs >= -1e-6)
@@ -217,7 +217,7 @@ def test_vessels_are_thin_tubes_near_csf_only():
     probs = np.zeros((3, 60, 60, 60), np.float32)
     probs[0, :, :, :20], probs[1, :, :, :20] = 0.3, 0.7  # cortex with CSF in its sulci
     probs[2, :, :, 20:] = 1.0  # white matter
-    fractions = [anatomy.draw_vessels(np.random.default_rng(seed), probs) for seed in range(4)]
+    fractions = [anatomy.draw_vessels(np.random.default_rng(seed), anatomy.csf_nearness(probs)) for seed in range(4)]
     for vessels in fractions:
         assert vessels.min() >= 0 and vessels.max() <= 1
         assert not vessels[:, :, 30:].any()  # > 3 smoothing sd from any CSF

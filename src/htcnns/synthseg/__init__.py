@@ -127,12 +127,11 @@ def _drop_enhancement(rng: np.random.Generator, soft: np.ndarray, domain: Domain
         soft[2] = 0.0
 
 
-def _render(rng: np.random.Generator, probs: np.ndarray, outside: np.ndarray, inner: tuple[slice, ...],
-            lesion: np.ndarray, domain: Domain) -> np.ndarray:
-    """Four modalities of the output box, float32 (4, bx, by, bz), from tissue and tumour fractions."""
+def _render(rng: np.random.Generator, probs: np.ndarray, vessels: np.ndarray, outside: np.ndarray,
+            inner: tuple[slice, ...], lesion: np.ndarray, domain: Domain) -> np.ndarray:
+    """Four modalities of the output box, float32 (4, bx, by, bz), from tissue, vessel and tumour fractions."""
     means = contrast.draw_means(rng, domain.ranges())
     heterogeneity = contrast.draw_texture(rng)
-    vessels = anatomy.draw_vessels(rng, probs)
     blood = rng.uniform(contrast.VESSEL_RANGES[:, 0], contrast.VESSEL_RANGES[:, 1])
     unit_noise = artefacts.noise_volume(rng, outside.shape)
     images = np.empty((len(MODALITIES), *probs.shape[1:]), np.float32)
@@ -186,11 +185,13 @@ def generate(seed: int, sources: Sources, domain: Domain = ADULT) -> SyntheticCa
     radius = float(np.cbrt(3.0 * (soft[0].sum() + soft[2].sum()) / (4.0 * np.pi)))  # of the core, voxels
     anatomy.add_mass_effect(grid, box, warp, atlas, (centre, radius, float(rng.uniform(0.0, 0.5)) * radius))
     probs = anatomy.deform(atlas, grid)
-    anatomy.add_cortical_folds(rng, probs)
+    near_csf = anatomy.csf_nearness(probs)
+    anatomy.add_cortical_folds(rng, probs, near_csf)
     outside = anatomy.skull_strip(rng, probs)
+    vessels = anatomy.draw_vessels(rng, near_csf)
     inner, lesion = tumour.place(soft, centre, probs, box)
     image = np.zeros((len(MODALITIES), *BRATS_SHAPE), np.float32)
-    image[(slice(None), *box)] = _render(rng, probs, outside, inner, lesion, domain)
+    image[(slice(None), *box)] = _render(rng, probs, vessels, outside, inner, lesion, domain)
     label, tissue = np.zeros(BRATS_SHAPE, np.uint8), np.zeros(BRATS_SHAPE, np.uint8)
     label[box], tissue[box] = _labels(probs, outside, inner, lesion)
     return SyntheticCase(image, label, tissue, atlas.affine.copy(), name)

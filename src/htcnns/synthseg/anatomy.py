@@ -185,15 +185,21 @@ def add_mass_effect(grid: torch.Tensor, box: tuple[slice, ...], warp: Warp, atla
         grid[(0, *sub, 2 - i)] -= (float(row[0]) * d[0] + float(row[1]) * d[1] + float(row[2]) * d[2]) * u_over_r
 
 
-def add_cortical_folds(rng: np.random.Generator, probs: np.ndarray) -> None:
+def csf_nearness(probs: np.ndarray) -> np.ndarray:
+    """CSF fraction of ``probs`` (3, ...) smoothed over about 2 voxels, float32: where sulci, the surface and the
+    ventricles are near (read by :func:`add_cortical_folds` and :func:`draw_vessels`)."""
+    return ndimage.gaussian_filter(probs[0], 2.0)
+
+
+def add_cortical_folds(rng: np.random.Generator, probs: np.ndarray, near_csf: np.ndarray) -> None:
     """Give the cortex the sulci and gyri an average atlas has blurred away, in place on ``probs`` (3, ...).
 
-    In the cortical ribbon (GM near CSF), a fine random field (correlation 2-3.5 voxels) moves fraction
-    between GM and CSF: where it is high, GM becomes CSF (a sulcus); where low, CSF becomes GM (a gyrus).
-    Ventricles (CSF without GM) and white matter are left alone; each voxel's fractions keep their sum.
+    In the cortical ribbon (GM near CSF, from :func:`csf_nearness`), a fine random field (correlation 2-3.5
+    voxels) moves fraction between GM and CSF: where it is high, GM becomes CSF (a sulcus); where low, CSF becomes
+    GM (a gyrus). Ventricles (CSF without GM) and white matter are left alone; each voxel's fractions keep their sum.
     """
     csf, gm, wm = probs
-    ribbon = np.clip(3.0 * ndimage.gaussian_filter(csf, 2.0), 0.0, 1.0) * (1.0 - wm)
+    ribbon = np.clip(3.0 * near_csf, 0.0, 1.0) * (1.0 - wm)
     field = _smooth_field(rng, gm.shape, float(rng.uniform(2.0, 3.5)))
     gain = np.float32(rng.uniform(1.0, 2.5))
     to_csf = np.clip(gain * (field - 0.5), 0.0, 1.0) * gm * ribbon
@@ -202,18 +208,18 @@ def add_cortical_folds(rng: np.random.Generator, probs: np.ndarray) -> None:
     gm += to_gm - to_csf
 
 
-def draw_vessels(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
-    """Fraction of blood vessel in each voxel, float32 (bx, by, bz), from ``probs`` (3, ...) of the box.
+def draw_vessels(rng: np.random.Generator, near_csf: np.ndarray) -> np.ndarray:
+    """Fraction of blood vessel in each voxel, float32 (bx, by, bz), kept where :func:`csf_nearness` is high.
 
     Vessels are tubes (about 1-5 % of the voxels) along the curves where two random fields (correlation 10-16
-    voxels) are both zero, kept where CSF is near (sulcal and surface vessels, choroid plexus). With gadolinium
-    they are bright on t1c: without them a network calls every bright t1c structure enhancing tumour.
+    voxels) are both zero, near CSF (sulcal and surface vessels, choroid plexus). With gadolinium they are
+    bright on t1c: without them a network calls every bright t1c structure enhancing tumour.
     """
     cell = float(rng.uniform(10.0, 16.0))
-    first, second = _smooth_field(rng, probs.shape[1:], cell), _smooth_field(rng, probs.shape[1:], cell)
+    first, second = _smooth_field(rng, near_csf.shape, cell), _smooth_field(rng, near_csf.shape, cell)
     width = np.float32(rng.uniform(0.1, 0.25))
     tube = np.clip(2.0 - (first * first + second * second) / (width * width), 0.0, 1.0)
-    return tube * np.clip(6.0 * ndimage.gaussian_filter(probs[0], 2.0), 0.0, 1.0)
+    return tube * np.clip(6.0 * near_csf, 0.0, 1.0)
 
 
 def skull_strip(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:

@@ -30,16 +30,15 @@ class Acquisition:
     bias: tuple[float, float] = (0.0, 0.12)
 
 
-def bias_field(rng: np.random.Generator, image: np.ndarray,
-               amplitude: tuple[float, float] = (0.0, 0.12)) -> np.ndarray:
-    """Multiply by ``exp(a * smooth field)``, a in ``amplitude`` (default: up to about +-27 % at 2 sd),
-    correlation 40-80 voxels."""
+def bias_field(rng: np.random.Generator, image: np.ndarray, amplitude: tuple[float, float]) -> np.ndarray:
+    """Multiply by ``exp(a * smooth field)``, a drawn from ``amplitude`` (adult 0-0.12: up to about
+    +-27 % at 2 sd), correlation 40-80 voxels."""
     field = _smooth_field(rng, image.shape, float(rng.uniform(40.0, 80.0)))
     field *= np.float32(rng.uniform(*amplitude))
     return image * np.exp(field)
 
 
-def blur(rng: np.random.Generator, image: np.ndarray, acquisition: Acquisition = Acquisition()) -> np.ndarray:
+def blur(rng: np.random.Generator, image: np.ndarray, acquisition: Acquisition) -> np.ndarray:
     """With probability 0.5 a Gaussian point-spread function (sigma 0.3-1 voxel); with probability
     ``acquisition.thick_slices`` (default 0.4) thick slices.
 
@@ -79,8 +78,8 @@ def noise_volume(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
 
 
 def add_noise(rng: np.random.Generator, image: np.ndarray, unit: np.ndarray, channel: int,
-              sd: tuple[float, float] = (0.01, 0.07)) -> np.ndarray:
-    """Add Gaussian noise of sd drawn from ``sd`` (default 0.01-0.07 relative to WM = 1; SNR of WM about
+              sd: tuple[float, float]) -> np.ndarray:
+    """Add Gaussian noise of sd drawn from ``sd`` (adult 0.01-0.07 relative to WM = 1; SNR of WM about
     14-100) in place.
 
     ``unit`` is one :func:`noise_volume` shared by the four modalities, read unflipped (channel 0) or
