@@ -164,7 +164,7 @@ def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch):
 
     def record(config: TrainConfig) -> SimpleNamespace:
         seen.append(config)
-        return SimpleNamespace(provenance={"synthetic_validation_dice": {}})
+        return SimpleNamespace(provenance={"validation_dice": {}, "validation_cases": []})
 
     monkeypatch.setattr("htcnns.train.train", record)
     args = build_parser().parse_args(["train", "--architecture", "unet", "--output", "out", "--no-deep-supervision",

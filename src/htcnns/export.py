@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from htcnns.errors import SettingsError, WeightsError
-from htcnns.training.card import model_card
+from htcnns.training.card import model_card, validation_dice
 from htcnns.weights import LoadedModel, Manifest, load_model, save_ensemble, save_model
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def mean_validation_dice(manifest: Manifest) -> float:
     """Mean of a run's recorded validation Dice over WT, TC and ET (-inf when it has none)."""
-    dice = manifest.provenance.get("synthetic_validation_dice") or {}
+    dice = validation_dice(manifest.provenance)
     return float(np.mean(list(dice.values()))) if dice else float("-inf")
 
 
@@ -85,7 +85,7 @@ def export_ensemble(runs: Sequence[LoadedModel], output: Path) -> Manifest:
     stems, first = member_stems(runs), runs[0].manifest
     threshold = float(np.median([run.manifest.postprocessing.et_threshold for run in runs]))
     members = [{"weights_file": f"{stem}.safetensors", "run": str(run.folder), "sha256": run.manifest.sha256,
-                "synthetic_validation_dice": run.manifest.provenance.get("synthetic_validation_dice"),
+                "synthetic_validation_dice": validation_dice(run.manifest.provenance),
                 "et_threshold": run.manifest.postprocessing.et_threshold, "provenance": run.manifest.provenance}
                for stem, run in zip(stems, runs, strict=True)]
     provenance = {"ensemble_of": members, "data": first.provenance.get("data", ""), "command": _command(),

@@ -20,7 +20,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,11 +33,12 @@ from htcnns.io import atomic_write_text
 from htcnns.networks import PRESETS
 from htcnns.postprocess import PostprocessParams
 from htcnns.predict import predict, to_network_input
+from htcnns.preprocess import Prepared
 from htcnns.synthseg.domains import DOMAINS
 from htcnns.training.card import data_paragraph as _data_paragraph
 from htcnns.training.card import describe_data, model_card
 from htcnns.training.checkpoint import CHECKPOINT_STATE, Progress, load_checkpoint, save_checkpoint
-from htcnns.training.config import DATA_KINDS, TrainConfig, network_config
+from htcnns.training.config import DATA_KINDS, TrainConfig, network_config, source_weights
 from htcnns.training.curves import CURVES_NAME, write_curves
 from htcnns.training.data import (
     Sample,
@@ -58,7 +59,8 @@ from htcnns.training.networks import (
     training_network,
     uses_deep_supervision,
 )
-from htcnns.training.tuning import ValidationPrediction, mean_dice, tune_et_threshold
+from htcnns.training.real import RealCase, load_real_cases, regions_on_prepared_grid, split_cases
+from htcnns.training.tuning import ValidationPrediction, case_dice, mean_dice, tune_et_threshold
 from htcnns.weights import LoadedModel, Manifest, load_model, save_model
 
 __all__ = [  # the names other modules and tests use from here, wherever they are defined
@@ -69,37 +71,51 @@ __all__ = [  # the names other modules and tests use from here, wherever they ar
 log = logging.getLogger(__name__)
 
 RUN_CONFIG_NAME = "train-config.json"
+REAL_DATA_TERMS = ("real BraTS data: BraTS data terms apply (research use; cite Menze et al. 2015, Bakas et al. "
+                   "2017, Baid et al. 2021)")
 RESUMABLE_CHANGES = ("output", "threads", "resume", "checkpoint_every", "validate_every")
 """Settings a resumed run may change; any other difference from the checkpoint's run is refused."""
 
 
+Validator = Callable[[], tuple[Prepared, np.ndarray]]
+"""Gives one validation case: its ``Prepared`` input and its BraTS 2023 labels on the case's own grid."""
+
+
 @dataclass(frozen=True)
 class Run:
-    """What stays fixed during one run: its config, seeds, validation case maker and parent model's record
-    (``{"sha256", "provenance"}`` of ``--init-from``, {} for a fresh start)."""
+    """What stays fixed during one run: its config, seeds, validation cases (names and loaders) and parent
+    model's record (``{"sha256", "provenance"}`` of ``--init-from``, {} for a fresh start)."""
 
     config: TrainConfig
     split: SeedSplit
-    make_validation: Callable[[int], TrainingCase]
+    validation_names: tuple[str, ...]
+    validators: tuple[Validator, ...]
     parent: dict
+    real_cases: dict[str, tuple[str, ...]]
 
 
-def validation_predictions(model: LoadedModel, seeds: tuple[int, ...],
-                           make_case: Callable[[int], TrainingCase]) -> list[ValidationPrediction]:
+def generated_validator(make_case: Callable[[int], TrainingCase], seed: int) -> Validator:
+    """The validator of generated case ``seed``."""
+    def load() -> tuple[Prepared, np.ndarray]:
+        case = make_case(seed)
+        return prepare_phantom(case)[0], case.label
+    return load
+
+
+def validation_predictions(model: LoadedModel, validators: Sequence[Validator]) -> list[ValidationPrediction]:
     """Each validation case's region probabilities (full inference path), ready to be post-processed."""
     predictions = []
-    for seed in seeds:
-        case = make_case(seed)
-        prepared, _ = prepare_phantom(case)
+    for load in validators:
+        prepared, truth = load()
         probs = predict(to_network_input(prepared.image, torch.device("cpu")), model).probs
         kept = replace(prepared, image=prepared.image[:, :0].copy())  # a copy: the image's memory is freed
-        predictions.append(ValidationPrediction(probs, kept, case.label))
+        predictions.append(ValidationPrediction(probs, kept, truth))
     return predictions
 
 
-def score(model: LoadedModel, seeds: tuple[int, ...], make_case: Callable[[int], TrainingCase]) -> dict[str, float]:
-    """Mean Dice per region of one model (inference path, post-processing included) on the cases of ``seeds``."""
-    return mean_dice(validation_predictions(model, seeds, make_case), model.manifest.postprocessing)
+def score(model: LoadedModel, validators: Sequence[Validator]) -> dict[str, float]:
+    """Mean Dice per region of one model (inference path, post-processing included) on the validation cases."""
+    return mean_dice(validation_predictions(model, validators), model.manifest.postprocessing)
 
 
 def initial_network(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
@@ -140,9 +156,11 @@ def command_line() -> str:
     return "htcnns train " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else ""
 
 
-def write_run_config(config: TrainConfig, split: SeedSplit, resumed_at: int | None) -> None:
+def write_run_config(config: TrainConfig, run: Run, resumed_at: int | None) -> None:
     """``OUTPUT/train-config.json``: the run's config, seed and seeds, written before any training step."""
+    split = run.split
     record = {"config": asdict(config), "seed": config.seed, "command": command_line(),
+              "real_cases": {k: list(v) for k, v in run.real_cases.items()},
               "training_seeds": list(split.train), "validation_seeds": list(split.validation),
               "validation_cases_from": f"the generator's {split.validation_source} sources",
               "fresh_training_seeds_from": split.first_renewal, "resumed_at_step": resumed_at,
@@ -151,20 +169,54 @@ def write_run_config(config: TrainConfig, split: SeedSplit, resumed_at: int | No
     atomic_write_text(Path(config.output) / RUN_CONFIG_NAME, json.dumps(record, indent=2) + "\n")
 
 
+def real_pools(config: TrainConfig) -> tuple[list[list[Sample]], list[RealCase], dict[str, tuple[str, ...]]]:
+    """Per ``--data`` folder, the training samples of its cases; all held-out cases (``--folds``); and the case ids
+    each folder gave to training and validation."""
+    pools, held_out, used = [], [], {}
+    for folder in config.real_data:
+        train_cases, validation_cases = split_cases(load_real_cases(Path(folder)), config.folds, config.fold)
+        if not train_cases:
+            raise SettingsError(f"{folder}: no case left for training after holding out fold {config.fold}")
+        pools.append([Sample(c.prepared.image, regions_on_prepared_grid(c)) for c in train_cases])
+        held_out += validation_cases
+        used[folder] = tuple(c.case_id for c in train_cases)
+    return pools, held_out, used
+
+
+def plan_run(config: TrainConfig) -> tuple[Run, list[list[Sample]], Callable[[int], TrainingCase] | None]:
+    """The run's fixed parts, the real samples per folder and the generated-case maker (None without one)."""
+    source_weights(config)  # refuses bad --data-weights before any data is read
+    pools, held_out, used = real_pools(config)
+    real_folds = bool(config.real_data) and config.folds > 0
+    split = split_seeds(config.seed, config.phantoms if config.data else 0, config.validation_phantoms,
+                        0 if real_folds else config.folds, config.fold) if config.data else SeedSplit((), (), "", 0)
+    make_case = case_maker(config) if config.data else None
+    names: list[str] = [f"{config.data} seed {s}" for s in split.validation]
+    validators: list[Validator] = []
+    if split.validation:
+        make_validation = case_maker(config, split.validation_source)
+        validators = [generated_validator(make_validation, s) for s in split.validation]
+    names += [c.case_id for c in held_out]
+    validators += [lambda c=c: (c.prepared, c.labels) for c in held_out]
+    used["validation"] = tuple(c.case_id for c in held_out)
+    return Run(config, split, tuple(names), tuple(validators), {}, used), pools, make_case
+
+
 def train(config: TrainConfig) -> Manifest:
     """Run (or resume) one training; export weights, manifest, model card and curves into ``config.output``."""
     folder, started = Path(config.output), time.perf_counter()
-    split = split_seeds(config.seed, config.phantoms, config.validation_phantoms, config.folds, config.fold)
-    make_case, make_validation = case_maker(config), case_maker(config, split.validation_source)
+    run, pools, make_case = plan_run(config)
+    split = run.split
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     network, parent = initial_network(config)
+    run = replace(run, parent=parent)
     learner = make_learner(network, config)
     progress = load_checkpoint(folder, learner, resumable_config(config)) if config.resume else Progress()
     if not config.resume and (folder / CHECKPOINT_STATE).is_file():
         log.info("%s holds the checkpoint of an earlier run; starting afresh (--resume continues it)", folder)
     earlier_s = progress.elapsed_s
-    write_run_config(config, split, progress.step if config.resume else None)
+    write_run_config(config, run, progress.step if config.resume else None)
 
     def checkpoint(state: Progress) -> None:
         state.elapsed_s = round(earlier_s + time.perf_counter() - started, 1)
@@ -172,12 +224,15 @@ def train(config: TrainConfig) -> Manifest:
         write_curves(folder / CURVES_NAME, state.losses, state.evaluations)
 
     draft = draft_manifest(config)
-    hooks = Hooks(renew=lambda k: to_sample(make_case(split.first_renewal + k)),
-                  evaluate=lambda net: score(LoadedModel(draft, net, folder), split.validation, make_validation),
-                  checkpoint=checkpoint)
-    run_steps(learner, make_samples(split.train, make_case), config, progress, hooks)
+    weights = source_weights(config) if config.data else (0.0, *source_weights(config))
+    hooks = Hooks(renew=(lambda k: to_sample(make_case(split.first_renewal + k))) if make_case else None,
+                  evaluate=(lambda net: score(LoadedModel(draft, net, folder), run.validators))
+                  if run.validators else None,
+                  checkpoint=checkpoint, fixed=tuple(pools), weights=weights)
+    generated = make_samples(split.train, make_case) if make_case else []
+    run_steps(learner, generated, config, progress, hooks)
     progress.elapsed_s = round(earlier_s + time.perf_counter() - started, 1)
-    return export_run(learner.network, Run(config, split, make_validation, parent), progress)
+    return export_run(learner.network, run, progress)
 
 
 def export_run(network: torch.nn.Module, run: Run, progress: Progress) -> Manifest:
@@ -185,16 +240,23 @@ def export_run(network: torch.nn.Module, run: Run, progress: Progress) -> Manife
     card and curves into the run's output folder."""
     config, draft = run.config, draft_manifest(run.config)
     model = LoadedModel(draft, plain_network(network, config.architecture, draft.config), Path(config.output))
-    predictions = validation_predictions(model, run.split.validation, run.make_validation)
+    predictions = validation_predictions(model, run.validators)
     params, tuning = draft.postprocessing, {}
-    if config.tune_et_threshold:
+    if config.tune_et_threshold and predictions:
         chosen, scores = tune_et_threshold(predictions, params)
         params = replace(params, et_threshold=chosen)
         tuning = {"chosen": chosen, "mean_et_dice": {str(t): round(s, 4) for t, s in scores.items()},
-                  "validation_seeds": list(run.split.validation)}
-    dice = mean_dice(predictions, params)
-    progress.evaluations.append({"step": progress.step, "dice": dice})
-    provenance = run_provenance(run, progress) | {"synthetic_validation_dice": dice, "et_threshold_tuning": tuning}
+                  "validation_cases": list(run.validation_names)}
+    dice = mean_dice(predictions, params) if predictions else {}
+    per_case = {name: case_dice(p, params) for name, p in zip(run.validation_names, predictions, strict=True)}
+    if predictions:
+        progress.evaluations.append({"step": progress.step, "dice": dice})
+    real = bool(run.real_cases.get("validation"))
+    provenance = run_provenance(run, progress) | {"validation_dice": dice, "et_threshold_tuning": tuning,
+                                                  "validation_cases": list(run.validation_names),
+                                                  "validation_dice_per_case": per_case}
+    if not real:
+        provenance["synthetic_validation_dice"] = dice
     folder = Path(config.output)
     manifest = save_model(model.network, replace(draft, postprocessing=params, provenance=provenance), folder)
     (folder / "MODEL_CARD.md").write_text(model_card(manifest))
@@ -206,9 +268,9 @@ def run_provenance(run: Run, progress: Progress) -> dict:
     """The manifest's record of a finished run (validation Dice and ET tuning are added by the caller)."""
     config, split = run.config, run.split
     renewed = renewals_before(config.steps, config.refresh_every)
-    last_seed = split.first_renewal + renewed - 1 if renewed else split.train[-1]
+    last_seed = split.first_renewal + renewed - 1 if renewed else (split.train or (0,))[-1]
     return {
-        "data": data_description(config, split.train[0], last_seed),
+        "data": data_description(config, (split.train or (0,))[0], last_seed, run.real_cases),
         "command": command_line(),
         "config": asdict(config),
         "seed": config.seed,
@@ -226,11 +288,19 @@ def run_provenance(run: Run, progress: Progress) -> dict:
     }
 
 
-def data_description(config: TrainConfig, first_seed: int, last_seed: int) -> str:
+def data_description(config: TrainConfig, first_seed: int, last_seed: int,
+                     real_cases: dict[str, tuple[str, ...]] | None = None) -> str:
     """One line on the training data of a run, with licences where the data derive from third-party files."""
-    text = describe_data(config.data, first_seed, last_seed)
+    parts = [describe_data(config.data, first_seed, last_seed)] if config.data else []
     if config.data == "synthseg" and config.domain != "adult":
-        text = f"{text}; {config.domain}-like domain (htcnns.synthseg.domains)"
+        parts[0] = f"{parts[0]}; {config.domain}-like domain (htcnns.synthseg.domains)"
+    for folder in config.real_data:
+        cases = (real_cases or {}).get(folder, ())
+        parts.append(f"real labelled cases from {Path(folder).name}/ ({len(cases)}: {', '.join(cases)})")
+    if config.real_data:
+        parts.append(f"patch shares {', '.join(f'{w:.2f}' for w in source_weights(config))}; "
+                     f"{REAL_DATA_TERMS}")
+    text = "; ".join(parts)
     return f"{text} (fold {config.fold} of {config.folds} held out)" if config.folds else text
 
 
@@ -257,9 +327,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                  "threads", "refresh_every", "checkpoint_every", "validate_every", "folds", "fold"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name),
                             help=_HELP.get(name))
-    parser.add_argument("--data", choices=DATA_KINDS, default=defaults.data,
-                        help="training cases: procedural phantoms, or SynthSeg-style cases from the SRI24 atlas and "
-                             "real tumour label maps (read from --atlas)")
+    parser.add_argument("--data", action="append", default=None, metavar="phantoms|synthseg|DIR",
+                        help="training cases, repeatable to mix sources: procedural phantoms, SynthSeg-style cases "
+                             "(SRI24 atlas + real tumour label maps, read from --atlas), or a folder of labelled "
+                             "cases (BraTS 2021/2023 names plus <id>-seg / <id>_seg; labels 1/2/4 or 1/2/3); "
+                             "default phantoms")
+    parser.add_argument("--data-weights", type=_weights, default=(),
+                        help="share of patches from each --data source, generated kind first, e.g. 3,1 "
+                             "(default: equal shares)")
     parser.add_argument("--atlas", type=str, default="",
                         help="shared data folder holding sri24-brats-space/ and deepmedic-brats2015/ (for --data "
                              "synthseg; default $HTCNNS_SHARED_DATA, else ../shared/data next to this checkout)")
@@ -290,9 +365,29 @@ def add_switches(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None
                              "cases and store it in the manifest")
 
 
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 3,1") from error
+
+
+def split_data(values: list[str] | None) -> tuple[str, tuple[str, ...]]:
+    """``--data`` values as (generated kind or "", real folders); phantoms when none is given."""
+    values = values or ["phantoms"]
+    kinds = [v for v in values if v in DATA_KINDS]
+    if len(kinds) > 1:
+        raise SettingsError(f"--data: give at most one generated kind ({' or '.join(DATA_KINDS)}), got {kinds}")
+    return (kinds[0] if kinds else ""), tuple(v for v in values if v not in DATA_KINDS)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """CLI adapter: build the config from the arguments and train."""
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    manifest = train(TrainConfig(**{**fields, "output": str(args.output)}))
-    print(f"wrote {args.output}: synthetic validation Dice {manifest.provenance['synthetic_validation_dice']}")
+    data, real_data = split_data(args.data)
+    fields |= {"data": data, "real_data": real_data, "output": str(args.output)}
+    manifest = train(TrainConfig(**fields))
+    names = manifest.provenance["validation_cases"]
+    print(f"wrote {args.output}: validation Dice {manifest.provenance['validation_dice'] or '(no validation cases)'}"
+          f"{' on ' + ', '.join(names) if names else ''}")
     return 0

@@ -25,6 +25,9 @@ def describe_data(data: str, first_seed: int, last_seed: int) -> str:
 
 def data_paragraph(data: str) -> str:
     """The model card's paragraph on what the network was trained on."""
+    if "real labelled cases" in data:
+        return (f"**Trained on real labelled BraTS scans** ({data}). Research use only under the BraTS data terms; "
+                "not validated for any clinical use.")
     if data.startswith("SynthSeg"):
         return (f"**Trained on synthetic images only** ({data}). It has never seen a real MRI intensity; the "
                 "shapes of its tumours come from real expert label maps. Its weights derive from the SRI24 atlas "
@@ -46,7 +49,7 @@ def seeds_text(seeds: Sequence[int]) -> str:
 def model_card(manifest: Manifest) -> str:
     """A short human-readable card for a model folder trained by ``htcnns train``."""
     prov = manifest.provenance
-    dice = ", ".join(f"{k} {v:.3f}" for k, v in prov["synthetic_validation_dice"].items())
+    dice = ", ".join(f"{k} {v:.3f}" for k, v in validation_dice(prov).items()) or "not measured"
     return f"""# Model card: {manifest.name} ({manifest.architecture}, compact)
 
 **What it is.** A compact {manifest.architecture} network of HT-CNNs, output channels WT, TC, ET (sigmoid),
@@ -61,12 +64,24 @@ input channels t1n, t1c, t2w, t2f (z-scored over the brain), sliding-window ROI 
 | steps | {prov["steps"]} (batch {prov["config"]["batch_size"]}, patch {prov["config"]["patch_size"]}^3) |
 {_training_rows(prov)}| initialised from | {_parent_summary(prov.get("initialised_from") or {})} |
 | wall time | {prov["wall_time_s"]} s on {prov["machine"]} |
-| Dice on held-out synthetic cases, seeds {seeds_text(prov["validation_seeds"])} | {dice} |
+| {_validation_title(prov)} | {dice} |
 | date | {prov["date"]} |
 | weights sha256 | `{manifest.sha256}` |
 
 Post-processing: {json.dumps(asdict(manifest.postprocessing))}{_tuning_note(prov.get("et_threshold_tuning"))}.
 {_roi_change_note(prov.get("inference_roi_change"))}"""
+
+
+def validation_dice(prov: dict) -> dict[str, float]:
+    """A run's validation Dice per region (older manifests call it synthetic_validation_dice)."""
+    return prov.get("validation_dice") or prov.get("synthetic_validation_dice") or {}
+
+
+def _validation_title(prov: dict) -> str:
+    """What the card's Dice row was measured on."""
+    if "validation_cases" in prov and "synthetic_validation_dice" not in prov:
+        return f"Dice on held-out real cases {', '.join(prov['validation_cases']) or '(none)'}"
+    return f"Dice on held-out synthetic cases, seeds {seeds_text(prov['validation_seeds'])}"
 
 
 def _training_rows(prov: dict) -> str:

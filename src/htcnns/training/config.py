@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from htcnns.errors import SettingsError
 from htcnns.networks import PRESETS
 from htcnns.synth import BRATS_SHAPE
 
@@ -17,7 +18,10 @@ class TrainConfig:
     phantoms: the pool of generated training cases (split into folds with ``folds`` > 0).
     refresh_every / checkpoint_every / validate_every: every N steps (0: never), swap a fresh case into the pool,
     write a checkpoint and the curves, score the validation cases.
-    folds, fold: k-fold cross-validation (``htcnns.training.folds``); folds 0 means none.
+    folds, fold: k-fold cross-validation (``htcnns.training.folds``); folds 0 means none. With ``real_data``
+    the folds split the real cases (by case id), and generated cases all train.
+    data: the generated kind ("phantoms", "synthseg", or "" for none); real_data: folders of labelled cases.
+    data_weights: the share of patches drawn from each source, generated first (default: equal shares).
     """
 
     architecture: str
@@ -35,6 +39,8 @@ class TrainConfig:
     phantom_shape: tuple[int, int, int] = BRATS_SHAPE
     init_from: str = ""
     data: str = "phantoms"
+    real_data: tuple[str, ...] = ()
+    data_weights: tuple[float, ...] = ()
     atlas: str = ""
     domain: str = "adult"
     refresh_every: int = 0
@@ -54,3 +60,18 @@ def network_config(config: TrainConfig) -> dict:
     if "roi_size" in preset:
         preset["roi_size"] = config.roi_size
     return preset
+
+
+def data_sources(config: TrainConfig) -> tuple[str, ...]:
+    """The run's sources in sampling order: the generated kind (if any), then each real folder."""
+    return ((config.data,) if config.data else ()) + tuple(config.real_data)
+
+
+def source_weights(config: TrainConfig) -> tuple[float, ...]:
+    """The share of patches of each source of ``data_sources`` (normalised; equal shares by default)."""
+    count = len(data_sources(config))
+    weights = config.data_weights or (1.0,) * count
+    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        raise SettingsError(f"--data-weights {','.join(map(str, weights))}: need {count} non-negative weights, "
+                            f"one per --data source ({', '.join(data_sources(config))}), not all zero")
+    return tuple(w / sum(weights) for w in weights)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from monai.transforms import Compose
 from tqdm import tqdm
 
 from htcnns.labels import regions_from_labels
 from htcnns.preprocess import Prepared, preprocess, to_prepared_grid
 from htcnns.synth import Phantom, make_phantom
 from htcnns.synthseg import DOMAINS, SyntheticCase, default_data_root, generate, load_sources
+from htcnns.training.augment import augment, make_augmentation
 from htcnns.training.config import DATA_KINDS, TrainConfig
 from htcnns.validate import LoadedCase
 
@@ -62,7 +65,7 @@ def make_samples(seeds: Iterable[int], make_case: Callable[[int], TrainingCase])
 def random_patch(sample: Sample, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A (4, s, s, s) image patch and its (3, s, s, s) target; two in three are centred on tumour.
 
-    Augmentation: random flip of each axis, per-channel intensity scale (0.9-1.1) and shift (+-0.1).
+    Augmentation: MONAI transforms (``htcnns.training.augment``), their draws taken from ``rng``.
     """
     shape = np.array(sample.image.shape[1:])
     if rng.random() < 2 / 3:
@@ -74,10 +77,11 @@ def random_patch(sample: Sample, size: int, rng: np.random.Generator) -> tuple[n
     box = tuple(slice(s, s + size) for s in start)
     image, target = sample.image[(slice(None), *box)], sample.regions[(slice(None), *box)]
     pad = [(0, 0)] + [(0, size - n) for n in image.shape[1:]]
-    image, target = np.pad(image, pad), np.pad(target, pad)
-    for axis in (1, 2, 3):
-        if rng.random() < 0.5:
-            image, target = np.flip(image, axis), np.flip(target, axis)
-    scale = rng.uniform(0.9, 1.1, (4, 1, 1, 1)).astype(np.float32)
-    shift = rng.uniform(-0.1, 0.1, (4, 1, 1, 1)).astype(np.float32)
-    return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target, dtype=np.float32)
+    image, target = np.pad(image, pad), np.pad(target.astype(np.float32), pad)
+    return augment(augmentation(), image, target, rng)
+
+
+@cache
+def augmentation() -> Compose:
+    """The one MONAI augmentation pipeline of this process."""
+    return make_augmentation()

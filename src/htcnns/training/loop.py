@@ -30,6 +30,19 @@ class Hooks:
     renew: Callable[[int], Sample] | None = None
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
     checkpoint: Callable[[Progress], None] | None = None
+    fixed: tuple[list[Sample], ...] = ()
+    weights: tuple[float, ...] = ()
+
+
+def pick_sample(rng: np.random.Generator, pools: list[list[Sample]], weights: tuple[float, ...]) -> Sample:
+    """One training sample: a pool drawn with ``weights`` (one pool: no draw), then a case of it uniformly."""
+    pools_and_weights = [(p, w) for p, w in zip(pools, weights or (1.0,), strict=True) if p and w > 0]
+    if len(pools_and_weights) == 1:
+        pool = pools_and_weights[0][0]
+    else:
+        shares = np.array([w for _, w in pools_and_weights])
+        pool = pools_and_weights[rng.choice(len(shares), p=shares / shares.sum())][0]
+    return pool[rng.integers(len(pool))]
 
 
 def make_learner(network: torch.nn.Module, config: TrainConfig) -> Learner:
@@ -40,9 +53,10 @@ def make_learner(network: torch.nn.Module, config: TrainConfig) -> Learner:
     return Learner(network, optimizer, schedule, np.random.default_rng(config.seed))
 
 
-def train_step(learner: Learner, samples: list[Sample], config: TrainConfig, loss: Loss) -> float:
-    """One optimiser step on a batch of random patches; returns its loss."""
-    pairs = [random_patch(samples[learner.rng.integers(len(samples))], config.patch_size, learner.rng)
+def train_step(learner: Learner, pools: list[list[Sample]], config: TrainConfig, loss: Loss,
+               weights: tuple[float, ...] = ()) -> float:
+    """One optimiser step on a batch of random patches from ``pools`` (drawn with ``weights``); returns its loss."""
+    pairs = [random_patch(pick_sample(learner.rng, pools, weights), config.patch_size, learner.rng)
              for _ in range(config.batch_size)]
     images = torch.from_numpy(np.stack([p[0] for p in pairs]))
     targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
@@ -74,7 +88,8 @@ def run_steps(learner: Learner, samples: list[Sample], config: TrainConfig, prog
 
     With ``hooks.renew`` and ``config.refresh_every`` > 0, every ``refresh_every`` steps the oldest sample of the
     pool is replaced by ``renew(k)`` (k = 0, 1, ...), so training sees fresh generated cases; a resumed run
-    replays the renewals before its first step.
+    replays the renewals before its first step. ``hooks.fixed`` adds pools that are never renewed (real cases);
+    ``hooks.weights`` gives each pool's share of patches, ``samples`` first.
     """
     every = config.refresh_every
     samples = replay_renewals(samples, hooks.renew, renewals_before(progress.step, every))
@@ -86,7 +101,8 @@ def run_steps(learner: Learner, samples: list[Sample], config: TrainConfig, prog
         if hooks.renew is not None and every > 0 and step > 0 and step % every == 0:
             renewal = step // every - 1
             samples[renewal % len(samples)] = hooks.renew(renewal)
-        progress.losses.append(train_step(learner, samples, config, loss))
+        pools = [samples, *hooks.fixed] if hooks.fixed else [samples]
+        progress.losses.append(train_step(learner, pools, config, loss, hooks.weights))
         progress.step = step + 1
         recent = float(np.mean(progress.losses[-20:]))
         bar.set_postfix(loss=f"{recent:.3f}")
