@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean image image-cpu test-container
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reference.py
+
+image:
+	docker build -t htcnns:0.1.0 .
+
+image-cpu: $(STAMP)
+	PYTHON=$(BIN)/python container/build-cpu.sh htcnns:cpu
+
+test-container: $(STAMP)
+	VENV_PYTHON=$(abspath $(BIN)/python) container/test-container.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

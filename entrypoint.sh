@@ -5,15 +5,19 @@
 #   IMAGE [segment options]            /input -> /output; docker run, BraTS orchestrator 2025 and later
 #   IMAGE infer --data_path=DIR --output_path=DIR [--parameters_file=FILE] [--report_path=FILE] [segment options]
 #                                      MLCube / MedPerf / BraTS orchestrator up to 2024; "--key value" works too
+#   IMAGE evaluate --predictions=DIR --labels=DIR --output_path=FILE [--parameters_file=FILE]
+#                                      MedPerf's metrics step: the BraTS 2023 lesion-wise metrics as YAML (JSON
+#                                      syntax); the parameters file may name the challenge (challenge: BraTS-GLI)
 # Segment options go to `htcnns segment` (e.g. --labels brats2021, --case-timeout 900, --overwrite).
 #
 # Environment (for testing and special set-ups):
 #   HTCNNS_INPUT, HTCNNS_OUTPUT  replace /input and /output in the first form.
-#   HTCNNS_REPORT                the JSON run report: a file name, or "none". Default: <output>/htcnns-report.json
-#                                in the first form; none in the infer form, because the orchestrator reads every
-#                                file of the output folder as a label map (use --report_path there).
+#   HTCNNS_REPORT                the JSON run report: a file name, or "none" (the default in both forms: the BraTS
+#                                orchestrator reads every file of the output folder as a label map, so nothing
+#                                but label maps is written there unless asked; --report_path in the infer form).
 #   TMPDIR                       where a private scratch folder for caches and temporary files is made (default
-#                                /tmp); it is removed on exit. HOME is moved there when it is not writable.
+#                                /tmp, else /dev/shm, which Docker always mounts writable, so --read-only works
+#                                without --tmpfs); it is removed on exit. HOME is moved there when not writable.
 #
 # Exit codes:
 #   0          every case segmented (or a valid output kept from an earlier run);
@@ -28,10 +32,40 @@ die() { echo "ERROR $*" >&2; exit 2; }
 
 input="${HTCNNS_INPUT:-/input}"
 output="${HTCNNS_OUTPUT:-/output}"
-report="${HTCNNS_REPORT:-}"
+report="${HTCNNS_REPORT:-none}"
 parameters=""
 options=()
-if [ "${1:-}" = infer ]; then
+command=()
+# A uid without a passwd entry (docker run --user 12345:12345) has no name; libraries that ask getpass get this one.
+export USER="${USER:-htcnns}" LOGNAME="${LOGNAME:-${USER:-htcnns}}"
+
+if [ "${1:-}" = evaluate ]; then
+  shift
+  predictions="" labels="" result=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --predictions | --labels | --output_path | --parameters_file)
+        [ $# -ge 2 ] || die "$1 needs a value"
+        set -- "$1=$2" "${@:3}"
+        continue ;;
+      --predictions=*) predictions="${1#*=}" ;;
+      --labels=*) labels="${1#*=}" ;;
+      --output_path=*) result="${1#*=}" ;;
+      --parameters_file=*) parameters="${1#*=}" ;;
+      *) options+=("$1") ;;
+    esac
+    shift
+  done
+  [ -n "$predictions" ] && [ -n "$labels" ] && [ -n "$result" ] \
+    || die "evaluate needs --predictions=DIR --labels=DIR --output_path=FILE"
+  challenge="BraTS-GLI"
+  if [ -n "$parameters" ] && [ -f "$parameters" ]; then
+    named="$(sed -n 's/^[[:space:]]*challenge:[[:space:]]*["'"'"']\{0,1\}\([A-Za-z-]*\).*/\1/p' "$parameters" | head -n 1)"
+    challenge="${named:-$challenge}"
+  fi
+  command=(htcnns evaluate --pred "$predictions" --ref "$labels" --challenge "$challenge" --json "$result"
+           "${options[@]}")
+elif [ "${1:-}" = infer ]; then
   shift
   input="" output="" report="${HTCNNS_REPORT:-none}"
   while [ $# -gt 0 ]; do
@@ -53,7 +87,7 @@ if [ "${1:-}" = infer ]; then
 else
   options=("$@")
 fi
-if [ -n "$parameters" ]; then
+if [ "${command[0]:-}" != htcnns ] && [ -n "$parameters" ]; then
   echo "INFO parameters file $parameters accepted; this image takes no parameters from it" >&2
 fi
 case "$report" in
@@ -62,10 +96,18 @@ case "$report" in
   *) report_option=(--report "$report") ;;
 esac
 
-# Caches and temporary files only in a private folder under TMPDIR (read-only image, any uid, no writable HOME).
-scratch="$(mktemp -d "${TMPDIR:-/tmp}/htcnns.XXXXXX" 2>/dev/null)" \
-  || die "no writable temporary folder at ${TMPDIR:-/tmp}; give the container one (docker run --tmpfs /tmp)" \
-         "or set TMPDIR"
+if [ "${command[0]:-}" != htcnns ]; then
+  command=(htcnns segment --input "$input" --output "$output" "${report_option[@]}" "${options[@]}")
+  if [ -d "$output" ] && [ ! -w "$output" ]; then
+    die "the output folder $output is not writable by uid $(id -u); mount a writable host folder there" \
+        "(-v DIR:$output, without :ro) that this uid may write, e.g. docker run --user \"\$(id -u):\$(id -g)\""
+  fi
+fi
+
+# Caches and temporary files only in a private folder under TMPDIR, else /dev/shm (read-only image, any uid).
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/htcnns.XXXXXX" 2>/dev/null || mktemp -d /dev/shm/htcnns.XXXXXX 2>/dev/null)" \
+  || die "no writable temporary folder at ${TMPDIR:-/tmp} or /dev/shm; give the container one" \
+         "(docker run --tmpfs /tmp) or set TMPDIR"
 trap 'rm -rf "$scratch"' EXIT
 if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ] || [ ! -w "$HOME" ]; then
   export HOME="$scratch"
@@ -73,12 +115,12 @@ fi
 export TMPDIR="$scratch" MPLCONFIGDIR="$scratch/matplotlib" TORCH_HOME="$scratch/torch" \
   XDG_CACHE_HOME="$scratch/cache" CUDA_CACHE_PATH="$scratch/nv"
 
-if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+if [ "${command[1]}" = segment ] && ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   echo "WARNING: no GPU visible; segmenting on the CPU (much slower). Run with --gpus all to use the GPU." >&2
 fi
 
 # Run as a child, not with exec, so the scratch folder is removed on exit; forward stop signals to it.
-htcnns segment --input "$input" --output "$output" "${report_option[@]}" "${options[@]}" &
+"${command[@]}" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM HUP
 trap 'kill -INT "$child" 2>/dev/null' INT

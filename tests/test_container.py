@@ -48,7 +48,11 @@ def test_dockerfile_pins_torch_like_requirements_and_runs_unprivileged():
     dockerfile = (ROOT / "Dockerfile").read_text()
     requirements = (ROOT / "requirements.txt").read_text()
     assert re.findall(r"torch==([\w.]+)", dockerfile) == re.findall(r"^torch==([\w.]+)$", requirements, re.M)
-    assert re.search(r"^FROM nvidia/cuda:\d+\.\d+\.\d+-[\w-]*runtime-ubuntu\d+\.\d+$", dockerfile, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=nvidia/cuda:\d+\.\d+\.\d+-[\w-]*runtime-ubuntu\d+\.\d+$", dockerfile, re.M)
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    assert "--chmod" not in dockerfile  # COPY --chmod needs BuildKit; the legacy builder must build this file too
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored[1] == "*" and "!.venv" not in ignored  # the context is an allow-list: no .venv, no runs
     assert re.findall(r"^USER (\S+)$", dockerfile, re.M) == [f"{NOBODY}:{NOBODY}"]
     for variable in ("HOME", "TMPDIR", "MPLCONFIGDIR", "TORCH_HOME", "XDG_CACHE_HOME"):
         assert re.search(rf"^\s+{variable}=/tmp\S*", dockerfile, re.M), variable
@@ -93,7 +97,9 @@ def run_stub(stub_bin: Path, tmp_path: Path, *args: str, **env: str) -> tuple[su
 
 
 FORMS = [
-    ((), {}, ["--input", "/input", "--output", "/output"]),
+    ((), {}, ["--input", "/input", "--output", "/output", "--no-report"]),
+    ((), {"HTCNNS_REPORT": "/r/report.json"}, ["--input", "/input", "--output", "/output", "--report",
+                                               "/r/report.json"]),
     (("--labels", "brats2021"), {"HTCNNS_INPUT": "/i", "HTCNNS_OUTPUT": "/o", "HTCNNS_REPORT": "none"},
      ["--input", "/i", "--output", "/o", "--no-report", "--labels", "brats2021"]),
     (("infer", "--data_path=/mlcube_io0", "--output_path=/mlcube_io2", "--parameters_file=/mlcube_io3/p.yaml"), {},
@@ -104,7 +110,7 @@ FORMS = [
 
 
 @pytest.mark.parametrize(("args", "env", "expected"), FORMS,
-                         ids=["default", "env-and-options", "mlcube-equals", "mlcube-spaces"])
+                         ids=["default", "report-asked", "env-and-options", "mlcube-equals", "mlcube-spaces"])
 def test_entrypoint_forms_become_one_segment_call(stub_bin: Path, tmp_path: Path, args, env, expected):
     result, calls = run_stub(stub_bin, tmp_path, *args, **env)
     assert result.returncode == 0, result.stderr
@@ -121,12 +127,31 @@ def test_entrypoint_keeps_a_writable_home(stub_bin: Path, tmp_path: Path):
     assert calls[0]["env"]["HOME"] == str(tmp_path)
 
 
+def test_unwritable_tmpdir_falls_back_to_dev_shm_and_a_nameless_uid_gets_a_user(stub_bin: Path, tmp_path: Path):
+    result, calls = run_stub(stub_bin, tmp_path, TMPDIR="/nonexistent/tmp")  # docker run --read-only, no --tmpfs
+    assert result.returncode == 0, result.stderr
+    scratch = calls[0]["env"]["TMPDIR"]
+    assert scratch.startswith("/dev/shm/htcnns.") and not Path(scratch).exists()  # removed on exit
+    assert calls[0]["env"]["USER"] == "htcnns" == calls[0]["env"]["LOGNAME"]
+
+
+def test_evaluate_form_becomes_one_evaluate_call(stub_bin: Path, tmp_path: Path):
+    parameters = tmp_path / "parameters.yaml"
+    parameters.write_text("# comment\nchallenge: 'BraTS-MET'\n")
+    result, calls = run_stub(stub_bin, tmp_path, "evaluate", "--predictions=/p", "--labels", "/l",
+                             "--output_path=/o/metrics.yaml", f"--parameters_file={parameters}")
+    assert result.returncode == 0, result.stderr
+    assert calls[0]["argv"] == ["evaluate", "--pred", "/p", "--ref", "/l", "--challenge", "BraTS-MET", "--json",
+                                "/o/metrics.yaml"]
+    assert "no GPU visible" not in result.stderr
+
+
 @pytest.mark.parametrize(("args", "env", "message"), [
     (("infer", "--output_path=/o"), {}, "ERROR infer needs --data_path=DIR"),
     (("infer", "--data_path=/d"), {}, "ERROR infer needs --output_path=DIR"),
     (("infer", "--data_path=/d", "--output_path"), {}, "ERROR --output_path needs a value"),
-    ((), {"TMPDIR": "/nonexistent/tmp"}, "ERROR no writable temporary folder at /nonexistent/tmp"),
-], ids=["no-data-path", "no-output-path", "missing-value", "no-tmpdir"])
+    (("evaluate", "--predictions=/p"), {}, "ERROR evaluate needs --predictions=DIR --labels=DIR"),
+], ids=["no-data-path", "no-output-path", "missing-value", "evaluate-incomplete"])
 def test_entrypoint_usage_errors_exit_2(stub_bin: Path, tmp_path: Path, args, env, message):
     result, calls = run_stub(stub_bin, tmp_path, *args, **env)
     assert result.returncode == 2 and calls == []
@@ -215,7 +240,7 @@ def test_default_form_read_only_input_no_home_no_network_bare_env(contract: dict
     assert "Traceback" not in result.stderr
     if not torch.cuda.is_available():
         assert "WARNING: no GPU visible; segmenting on the CPU" in result.stderr
-    assert_contract_outputs(contract, os.getuid(), report=True)
+    assert_contract_outputs(contract, os.getuid(), report=False)  # nothing but label maps unless asked
     assert snapshot(contract["in"]) == before and list(contract["home"].iterdir()) == []
 
 
@@ -292,7 +317,7 @@ def test_any_uid_read_only_input_unreachable_home_no_network(world_readable_dir:
                              "env", "-i", *assignments, "bash", str(ENTRYPOINT)],
                             capture_output=True, text=True, cwd="/", timeout=300)
     assert result.returncode == 0, result.stderr
-    assert_contract_outputs(paths, NOBODY, report=True)
+    assert_contract_outputs(paths, NOBODY, report=False)
     touch = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "touch",
                             str(paths["in"] / "x")], capture_output=True)
     assert touch.returncode != 0  # the input really was read-only for this uid

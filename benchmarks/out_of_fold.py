@@ -1,0 +1,103 @@
+"""Out-of-fold Dice of each network and of their fusion on a folder of real labelled cases.
+
+Each ``--fold DIR`` is a folder of model folders (one per network) trained with ``--folds K --fold i``; its cases
+held out (read from each manifest's ``provenance.validation_cases``) are segmented by each network and by the
+fusion of all of them, exactly as ``htcnns segment`` does (same preprocessing, post-processing and STAPLE).
+``--models DIR`` instead scores one models folder on every case (e.g. today's bundled weights, never trained on
+them). Writes a JSON of per-case Dice and prints a table; ``--overlays DIR`` writes a FLAIR overlay per case.
+
+    python benchmarks/out_of_fold.py --data ../shared/data/brats-real-labelled --fold runs/f0 --fold runs/f1 \
+        --json oof.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from htcnns.fuse import fuse_label_maps
+from htcnns.labels import REGIONS, region_dice
+from htcnns.overlay import save_overlay
+from htcnns.pipeline import load_models, model_labels
+from htcnns.predict import to_network_input
+from htcnns.preprocess import restore_input_grid
+from htcnns.training.real import RealCase, find_labelled_cases, load_real_case
+from htcnns.weights import LoadedModel
+
+FUSED = "STAPLE"
+
+
+def held_out(models: list[LoadedModel]) -> set[str]:
+    """The case ids every model of a fold folder was validated on (they must agree)."""
+    sets = {tuple(m.manifest.provenance.get("validation_cases", ())) for m in models}
+    if len(sets) != 1:
+        raise SystemExit(f"the models of one fold folder were validated on different cases: {sorted(sets)}")
+    return set(sets.pop())
+
+
+def score_case(case: RealCase, models: list[LoadedModel]) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """Dice per network and for the STAPLE fusion; returns them and the fused label map on the case's grid."""
+    image = to_network_input(case.prepared.image, next(models[0].network.parameters()).device)
+    per_model = {m.manifest.name: model_labels(image, case.prepared, m) for m in models}
+    fused = fuse_label_maps(list(per_model.values()), "staple", device="cpu")
+    labels = {**per_model, FUSED: fused}
+    scored = {name: region_dice(restore_input_grid(lab, case.prepared), case.labels) for name, lab in labels.items()}
+    return scored, restore_input_grid(fused, case.prepared)
+
+
+def overlay(case: RealCase, flair_path: Path, fused: np.ndarray, path: Path, title: str) -> None:
+    """FLAIR with the reference and the fused prediction, three planes through the tumour."""
+    flair = nib.load(flair_path)
+    canonical = [np.asarray(nib.as_closest_canonical(nib.Nifti1Image(a, flair.affine)).dataobj)
+                 for a in (flair.get_fdata(dtype=np.float32), case.labels, fused)]
+    save_overlay(canonical[0], {"reference": canonical[1], "HT-CNNs": canonical[2]}, path, title)
+
+
+def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Per case and mean, Dice WT / TC / ET of every network and the fusion."""
+    names = list(next(iter(results.values())))
+    lines = [f"{'case':<24}" + "".join(f"{n:>22}" for n in names)]
+    rows = [*results.items(), ("mean", {n: {r: float(np.mean([c[n][r] for c in results.values()])) for r in REGIONS}
+                                       for n in names})]
+    for case_id, runs in rows:
+        lines.append(f"{case_id:<24}" + "".join(f"{' / '.join(f'{runs[n][r]:.3f}' for r in REGIONS):>22}"
+                                                 for n in names))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder of labelled cases")
+    parser.add_argument("--fold", type=Path, action="append", default=[], help="a folder of one fold's models")
+    parser.add_argument("--models", type=Path, help="score this models folder on every case instead")
+    parser.add_argument("--json", type=Path, help="write per-case Dice here")
+    parser.add_argument("--overlays", type=Path, help="write <case>.png overlays of the fusion here")
+    args = parser.parse_args(argv)
+    cases = {c.case_id: c for c in find_labelled_cases(args.data)[0]}
+    plans = [(load_models(args.models, "cpu"), set(cases))] if args.models else []
+    for folder in args.fold:
+        models = load_models(folder, "cpu")
+        plans.append((models, held_out(models) & set(cases)))
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for models, case_ids in plans:
+        for case_id in sorted(case_ids):
+            case = load_real_case(cases[case_id])
+            results[case_id], fused = score_case(case, models)
+            print(case_id, {n: [round(d[r], 3) for r in REGIONS] for n, d in results[case_id].items()}, flush=True)
+            if args.overlays:
+                args.overlays.mkdir(parents=True, exist_ok=True)
+                overlay(case, cases[case_id].case.paths["t2f"], fused, args.overlays / f"{case_id}.png",
+                        f"{case_id} (real, out-of-fold), FLAIR")
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
