@@ -110,16 +110,14 @@ def test_docker_stop_leaves_no_partial_file(inputs: Path, tmp_path: Path):
     subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--read-only", "--user", UID,
                     "-v", f"{inputs}:/input:ro", "-v", f"{out}:/output", IMAGE], check=True, capture_output=True)
     try:
-        deadline = time.monotonic() + 120
-        while "BraTS-GLI-99999-000" not in subprocess.run(["docker", "logs", name], capture_output=True,
-                                                         text=True).stderr:
-            assert time.monotonic() < deadline, "the run never reached the second case"
-            time.sleep(1)
-        time.sleep(5)  # inside the networks of the real case
+        time.sleep(20)  # weights verified and loaded; the real case (over a minute here) is in the networks
         subprocess.run(["docker", "stop", "-t", "60", name], check=True, capture_output=True)
         state = json.loads(subprocess.run(["docker", "inspect", name], capture_output=True, text=True).stdout)
         assert state[0]["State"]["ExitCode"] == 143
-        assert list(out.iterdir()) == []
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+        assert "Traceback" not in logs
+        assert [p.name for p in out.iterdir() if p.name != f"{CASE}.nii.gz"] == []  # no partial file
+        assert all(labels(p).shape == (240, 240, 155) for p in out.iterdir())  # what is there is complete
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
