@@ -39,23 +39,32 @@ command=()
 # A uid without a passwd entry (docker run --user 12345:12345) has no name; libraries that ask getpass get this one.
 export USER="${USER:-htcnns}" LOGNAME="${LOGNAME:-${USER:-htcnns}}"
 
-if [ "${1:-}" = evaluate ]; then
+# The MLCube forms' "--key=value" or "--key value" arguments: known keys into `given`, the rest into `options`.
+declare -A given=()
+read_keys() {
+  local keys=" $1 " key
   shift
-  predictions="" labels="" result=""
   while [ $# -gt 0 ]; do
-    case "$1" in
-      --predictions | --labels | --output_path | --parameters_file)
+    key="${1#--}" && key="${key%%=*}"
+    if [[ "$1" == --* && "$keys" == *" $key "* ]]; then
+      if [[ "$1" == *=* ]]; then
+        given[$key]="${1#*=}"
+      else
         [ $# -ge 2 ] || die "$1 needs a value"
-        set -- "$1=$2" "${@:3}"
-        continue ;;
-      --predictions=*) predictions="${1#*=}" ;;
-      --labels=*) labels="${1#*=}" ;;
-      --output_path=*) result="${1#*=}" ;;
-      --parameters_file=*) parameters="${1#*=}" ;;
-      *) options+=("$1") ;;
-    esac
+        given[$key]="$2"
+        shift
+      fi
+    else
+      options+=("$1")
+    fi
     shift
   done
+}
+
+if [ "${1:-}" = evaluate ]; then
+  read_keys "predictions labels output_path parameters_file" "${@:2}"
+  predictions="${given[predictions]:-}" labels="${given[labels]:-}" result="${given[output_path]:-}"
+  parameters="${given[parameters_file]:-}" output="$(dirname "${result:-.}")"
   [ -n "$predictions" ] && [ -n "$labels" ] && [ -n "$result" ] \
     || die "evaluate needs --predictions=DIR --labels=DIR --output_path=FILE"
   challenge="BraTS-GLI"
@@ -66,22 +75,9 @@ if [ "${1:-}" = evaluate ]; then
   command=(htcnns evaluate --pred "$predictions" --ref "$labels" --challenge "$challenge" --json "$result"
            "${options[@]}")
 elif [ "${1:-}" = infer ]; then
-  shift
-  input="" output="" report="${HTCNNS_REPORT:-none}"
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      --data_path | --output_path | --parameters_file | --report_path)
-        [ $# -ge 2 ] || die "$1 needs a value"
-        set -- "$1=$2" "${@:3}"
-        continue ;;
-      --data_path=*) input="${1#*=}" ;;
-      --output_path=*) output="${1#*=}" ;;
-      --parameters_file=*) parameters="${1#*=}" ;;
-      --report_path=*) report="${1#*=}" ;;
-      *) options+=("$1") ;;
-    esac
-    shift
-  done
+  read_keys "data_path output_path parameters_file report_path" "${@:2}"
+  input="${given[data_path]:-}" output="${given[output_path]:-}" parameters="${given[parameters_file]:-}"
+  report="${given[report_path]:-${HTCNNS_REPORT:-none}}"
   [ -n "$input" ] || die "infer needs --data_path=DIR (the folder of cases)"
   [ -n "$output" ] || die "infer needs --output_path=DIR (the folder for the label maps)"
 else
@@ -117,6 +113,14 @@ export TMPDIR="$scratch" MPLCONFIGDIR="$scratch/matplotlib" TORCH_HOME="$scratch
 
 if [ "${command[1]}" = segment ] && ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   echo "WARNING: no GPU visible; segmenting on the CPU (much slower). Run with --gpus all to use the GPU." >&2
+fi
+
+# Started as root (MLCube runs images with --user=0:0, see container/mlcube.yaml) on an output folder that a user
+# owns: write as that user, so the label maps are theirs and no file in it belongs to root.
+owner="$(stat -c %u:%g "$output" 2>/dev/null || true)"
+if [ "$(id -u)" = 0 ] && [ -n "$owner" ] && [ "${owner%%:*}" != 0 ] && command -v setpriv >/dev/null; then
+  chown "$owner" "$scratch"
+  command=(setpriv --reuid="${owner%%:*}" --regid="${owner##*:}" --clear-groups "${command[@]}")
 fi
 
 # Run as a child, not with exec, so the scratch folder is removed on exit; forward stop signals to it.

@@ -137,8 +137,14 @@ def mlcube_workspace(tmp_path: Path, inputs: Path) -> Path:
     """A copy of container/ with a workspace holding the real case (the MLCube client mounts workspace paths)."""
     cube = tmp_path / "container"
     shutil.copytree(ROOT / "container", cube, ignore=shutil.ignore_patterns("tests"))
+    # mlcube 0.0.9 reads "-Pdocker.image=htcnns:cpu" as a cluster of short flags, whose "h" asks for help; so the
+    # image is set in the copy's mlcube.yaml, as a user of the CPU image does
+    config = (cube / "mlcube.yaml").read_text()
+    (cube / "mlcube.yaml").write_text(config.replace("image: htcnns:0.1.0", f"image: {IMAGE}"))
     shutil.copytree(inputs / CASE, cube / "workspace" / "data" / CASE)
-    open_folder(cube / "workspace")
+    for folder in ("workspace", "workspace/predictions"):
+        (cube / folder).mkdir(exist_ok=True)
+        os.chown(cube / folder, 12345, 12345)  # a user's workspace; MLCube starts the image as root
     return cube
 
 
@@ -146,15 +152,18 @@ def mlcube_workspace(tmp_path: Path, inputs: Path) -> Path:
 def test_mlcube_client_infer_then_evaluate(inputs: Path, host_labels: np.ndarray, tmp_path: Path):
     cube = mlcube_workspace(tmp_path, inputs)
     mlcube = [str(Path(CLIENTS).with_name("mlcube")), "run", f"--mlcube={cube / 'mlcube.yaml'}", "--platform=docker",
-              f"-Pdocker.image={IMAGE}", "-Pplatform.accelerator_count=0"]
+              "-Pplatform.accelerator_count=0"]
     done = subprocess.run([*mlcube, "--task=infer"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     predictions = cube / "workspace" / "predictions"
     assert np.array_equal(labels(predictions / f"{CASE}.nii.gz"), host_labels)
+    assert (predictions / f"{CASE}.nii.gz").stat().st_uid == 12345  # written as the folder's owner, not root
     references = cube / "workspace" / "labels"
     references.mkdir()
+    references.chmod(0o755)
     shutil.copyfile(REAL / "seg-BraTS23_1.nii.gz", references / f"{CASE}-seg.nii.gz")
     done = subprocess.run([*mlcube, "--task=evaluate"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     metrics = json.loads((cube / "workspace" / "metrics.yaml").read_text())  # YAML in JSON syntax
+    assert (cube / "workspace" / "metrics.yaml").stat().st_uid == 12345
     assert CASE in json.dumps(metrics) and "LesionWise_Score_Dice" in json.dumps(metrics)
