@@ -5,6 +5,8 @@ held out (read from each manifest's ``provenance.validation_cases``) are segment
 fusion of all of them, exactly as ``htcnns segment`` does (same preprocessing, post-processing and STAPLE).
 ``--models DIR`` instead scores one models folder on every case (e.g. today's bundled weights, never trained on
 them). Writes a JSON of per-case Dice and prints a table; ``--overlays DIR`` writes a FLAIR overlay per case.
+``--record MODELS`` writes the out-of-fold Dice of each network (and of the fusion) into the manifest and model
+card of the same network under ``MODELS`` (the bundled folder trained with the same recipe on all cases).
 
     python benchmarks/out_of_fold.py --data ../shared/data/brats-real-labelled --fold runs/f0 --fold runs/f1 \
         --json oof.json
@@ -13,6 +15,7 @@ them). Writes a JSON of per-case Dice and prints a table; ``--overlays DIR`` wri
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -21,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from htcnns.fuse import fuse_label_maps
+from htcnns.io import atomic_write_text
 from htcnns.labels import REGIONS, region_dice
 from htcnns.overlay import save_overlay
 from htcnns.pipeline import load_models, model_labels
@@ -30,6 +34,7 @@ from htcnns.training.real import RealCase, find_labelled_cases, load_real_case
 from htcnns.weights import LoadedModel
 
 FUSED = "STAPLE"
+CARD_SECTION = "\n## Out-of-fold Dice on real labelled cases\n"
 
 
 def held_out(models: list[LoadedModel]) -> set[str]:
@@ -43,7 +48,7 @@ def held_out(models: list[LoadedModel]) -> set[str]:
 def score_case(case: RealCase, models: list[LoadedModel]) -> tuple[dict[str, dict[str, float]], np.ndarray]:
     """Dice per network and for the STAPLE fusion; returns them and the fused label map on the case's grid."""
     image = to_network_input(case.prepared.image, next(models[0].network.parameters()).device)
-    per_model = {m.manifest.name: model_labels(image, case.prepared, m) for m in models}
+    per_model = {base_name(m.manifest.name): model_labels(image, case.prepared, m) for m in models}
     fused = fuse_label_maps(list(per_model.values()), "staple", device="cpu")
     labels = {**per_model, FUSED: fused}
     scored = {name: region_dice(restore_input_grid(lab, case.prepared), case.labels) for name, lab in labels.items()}
@@ -70,6 +75,31 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def base_name(name: str) -> str:
+    """A run's network name without its run suffix (``unet-0`` -> ``unet``; ``axial_unet-final`` -> ``axial_unet``)."""
+    return name.rsplit("-", 1)[0] if "-" in name else name
+
+
+def record(models: Path, results: dict[str, dict[str, dict[str, float]]], folds: list[Path]) -> None:
+    """Write each network's and the fusion's out-of-fold Dice into the manifests and cards under ``models``."""
+    for folder in sorted(p for p in models.iterdir() if (p / "manifest.json").is_file()):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        mine = {case: {"this network": r[folder.name], FUSED: r[FUSED]} for case, r in results.items()
+                if folder.name in r}
+        manifest["provenance"]["out_of_fold_dice"] = {"date": datetime.date.today().isoformat(), "cases": mine,
+                                                      "fold_runs": [str(f) for f in folds]}
+        atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        steps = sorted({json.loads((f / folder.name / "manifest.json").read_text())["provenance"]["steps"]
+                        for f in folds if (f / folder.name / "manifest.json").is_file()})
+        lines = ["Each case scored by the fold run that did not train on it (`benchmarks/out_of_fold.py --record`; "
+                 f"fold runs of {'/'.join(map(str, steps))} steps, see docs/real-cases.md). Dice WT / TC / ET:", "", f"| case | this network | {FUSED} of the three |", "|---|---|---|"]
+        for case, row in mine.items():
+            cells = [" / ".join(f"{row[k][r]:.3f}" for r in REGIONS) for k in ("this network", FUSED)]
+            lines.append(f"| {case} | {cells[0]} | {cells[1]} |")
+        card = (folder / "MODEL_CARD.md").read_text().split(CARD_SECTION)[0].rstrip("\n") + "\n"
+        atomic_write_text(folder / "MODEL_CARD.md", card + CARD_SECTION + "\n" + "\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder of labelled cases")
@@ -77,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, help="score this models folder on every case instead")
     parser.add_argument("--json", type=Path, help="write per-case Dice here")
     parser.add_argument("--overlays", type=Path, help="write <case>.png overlays of the fusion here")
+    parser.add_argument("--record", type=Path, help="write the scores into this models folder's manifests and cards")
     args = parser.parse_args(argv)
     cases = {c.case_id: c for c in find_labelled_cases(args.data)[0]}
     plans = [(load_models(args.models, "cpu"), set(cases))] if args.models else []
@@ -96,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.record:
+        record(args.record, results, args.fold)
     return 0
 
 

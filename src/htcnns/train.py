@@ -251,11 +251,11 @@ def export_run(network: torch.nn.Module, run: Run, progress: Progress) -> Manife
     per_case = {name: case_dice(p, params) for name, p in zip(run.validation_names, predictions, strict=True)}
     if predictions:
         progress.evaluations.append({"step": progress.step, "dice": dice})
-    real = bool(run.real_cases.get("validation"))
+    real = bool(run.real_cases.get("validation"))  # held-out real cases: the Dice is not synthetic
     provenance = run_provenance(run, progress) | {"validation_dice": dice, "et_threshold_tuning": tuning,
                                                   "validation_cases": list(run.validation_names),
                                                   "validation_dice_per_case": per_case}
-    if not real:
+    if run.split.validation and not real:
         provenance["synthetic_validation_dice"] = dice
     folder = Path(config.output)
     manifest = save_model(model.network, replace(draft, postprocessing=params, provenance=provenance), folder)

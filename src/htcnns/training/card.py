@@ -55,7 +55,7 @@ def model_card(manifest: Manifest) -> str:
 **What it is.** A compact {manifest.architecture} network of HT-CNNs, output channels WT, TC, ET (sigmoid),
 input channels t1n, t1c, t2w, t2f (z-scored over the brain), sliding-window ROI {manifest.roi_size}.
 
-{data_paragraph(prov["data"])}
+{data_paragraph(prov["data"])}{_inherited_terms(prov)}
 
 | item | value |
 |---|---|
@@ -72,6 +72,18 @@ Post-processing: {json.dumps(asdict(manifest.postprocessing))}{_tuning_note(prov
 {_roi_change_note(prov.get("inference_roi_change"))}"""
 
 
+def _inherited_terms(prov: dict) -> str:
+    """A sentence on the licences a fine-tuned network inherits from the data of the runs it started from."""
+    chain, parent = [], prov.get("initialised_from") or {}
+    while parent:
+        chain.append(parent["provenance"].get("data", ""))
+        parent = parent["provenance"].get("initialised_from") or {}
+    if any("SynthSeg" in data or "DeepMedic" in data for data in chain):
+        return (" It was initialised from networks trained on SynthSeg-style synthetic cases, whose terms it keeps: "
+                f"{SYNTHSEG_LICENCES}.")
+    return ""
+
+
 def validation_dice(prov: dict) -> dict[str, float]:
     """A run's validation Dice per region (older manifests call it synthetic_validation_dice)."""
     return prov.get("validation_dice") or prov.get("synthetic_validation_dice") or {}
@@ -80,7 +92,8 @@ def validation_dice(prov: dict) -> dict[str, float]:
 def _validation_title(prov: dict) -> str:
     """What the card's Dice row was measured on."""
     if "validation_cases" in prov and "synthetic_validation_dice" not in prov:
-        return f"Dice on held-out real cases {', '.join(prov['validation_cases']) or '(none)'}"
+        held_out = ", ".join(prov["validation_cases"]) or "(none: every case trained)"
+        return f"Dice on held-out real cases {held_out}"
     return f"Dice on held-out synthetic cases, seeds {seeds_text(prov['validation_seeds'])}"
 
 
