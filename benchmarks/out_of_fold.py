@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from real_cases import canonical  # benchmarks/real_cases.py, beside this script
 
 from htcnns.fuse import fuse_label_maps
 from htcnns.io import atomic_write_text
@@ -58,9 +59,9 @@ def score_case(case: RealCase, models: list[LoadedModel]) -> tuple[dict[str, dic
 def overlay(case: RealCase, flair_path: Path, fused: np.ndarray, path: Path, title: str) -> None:
     """FLAIR with the reference and the fused prediction, three planes through the tumour."""
     flair = nib.load(flair_path)
-    canonical = [np.asarray(nib.as_closest_canonical(nib.Nifti1Image(a, flair.affine)).dataobj)
-                 for a in (flair.get_fdata(dtype=np.float32), case.labels, fused)]
-    save_overlay(canonical[0], {"reference": canonical[1], "HT-CNNs": canonical[2]}, path, title)
+    image, reference, predicted = (canonical(a, flair.affine) for a in (flair.get_fdata(dtype=np.float32),
+                                                                        case.labels, fused))
+    save_overlay(image, {"reference": reference, "HT-CNNs": predicted}, path, title)
 
 
 def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -92,7 +93,8 @@ def record(models: Path, results: dict[str, dict[str, dict[str, float]]], folds:
         steps = sorted({json.loads((f / folder.name / "manifest.json").read_text())["provenance"]["steps"]
                         for f in folds if (f / folder.name / "manifest.json").is_file()})
         lines = ["Each case scored by the fold run that did not train on it (`benchmarks/out_of_fold.py --record`; "
-                 f"fold runs of {'/'.join(map(str, steps))} steps, see docs/real-cases.md). Dice WT / TC / ET:", "", f"| case | this network | {FUSED} of the three |", "|---|---|---|"]
+                 f"fold runs of {'/'.join(map(str, steps))} steps, see docs/real-cases.md). Dice WT / TC / ET:", "",
+                 f"| case | this network | {FUSED} of the three |", "|---|---|---|"]
         for case, row in mine.items():
             cells = [" / ".join(f"{row[k][r]:.3f}" for r in REGIONS) for k in ("this network", FUSED)]
             lines.append(f"| {case} | {cells[0]} | {cells[1]} |")

@@ -188,8 +188,8 @@ def plan_run(config: TrainConfig) -> tuple[Run, list[list[Sample]], Callable[[in
     source_weights(config)  # refuses bad --data-weights before any data is read
     pools, held_out, used = real_pools(config)
     real_folds = bool(config.real_data) and config.folds > 0
-    split = split_seeds(config.seed, config.phantoms if config.data else 0, config.validation_phantoms,
-                        0 if real_folds else config.folds, config.fold) if config.data else SeedSplit((), (), "", 0)
+    split = split_seeds(config.seed, config.phantoms, config.validation_phantoms, 0 if real_folds else config.folds,
+                        config.fold) if config.data else SeedSplit((), (), "", 0)
     make_case = case_maker(config) if config.data else None
     names: list[str] = [f"{config.data} seed {s}" for s in split.validation]
     validators: list[Validator] = []
