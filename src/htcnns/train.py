@@ -292,7 +292,7 @@ def data_description(config: TrainConfig, first_seed: int, last_seed: int,
                      real_cases: dict[str, tuple[str, ...]] | None = None) -> str:
     """One line on the training data of a run, with licences where the data derive from third-party files."""
     parts = [describe_data(config.data, first_seed, last_seed)] if config.data else []
-    if config.data == "synthseg" and config.domain != "adult":
+    if config.data in ("synthseg", "synthseg2") and config.domain != "adult":
         parts[0] = f"{parts[0]}; {config.domain}-like domain (htcnns.synthseg.domains)"
     for folder in config.real_data:
         cases = (real_cases or {}).get(folder, ())
@@ -327,10 +327,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                  "threads", "refresh_every", "checkpoint_every", "validate_every", "folds", "fold"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name),
                             help=_HELP.get(name))
-    parser.add_argument("--data", action="append", default=None, metavar="phantoms|synthseg|DIR",
+    parser.add_argument("--data", action="append", default=None, metavar="phantoms|synthseg|synthseg2|DIR",
                         help="training cases, repeatable to mix sources: procedural phantoms, SynthSeg-style cases "
-                             "(SRI24 atlas + real tumour label maps, read from --atlas), or a folder of labelled "
-                             "cases (BraTS 2021/2023 names plus <id>-seg / <id>_seg; labels 1/2/4 or 1/2/3); "
+                             "(synthseg: SRI24 atlas + real tumour label maps; synthseg2: the 20 SynthSeg anatomies "
+                             "registered to SRI24, one intensity per structure; read from --atlas), or a folder of "
+                             "labelled cases (BraTS 2021/2023 names plus <id>-seg / <id>_seg; labels 1/2/4 or 1/2/3); "
                              "default phantoms")
     parser.add_argument("--data-weights", type=_weights, default=(),
                         help="share of patches from each --data source, generated kind first, e.g. 3,1 "
@@ -339,8 +340,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shared data folder holding sri24-brats-space/ and deepmedic-brats2015/ (for --data "
                              "synthseg; default $HTCNNS_SHARED_DATA, else ../shared/data next to this checkout)")
     parser.add_argument("--domain", choices=sorted(DOMAINS), default=defaults.domain,
-                        help="with --data synthseg: the population the cases imitate (adult glioma, paediatric-like, "
-                             "sub-Saharan-Africa-like; see htcnns.synthseg.domains)")
+                        help="with --data synthseg/synthseg2: the population the cases imitate (adult glioma, "
+                             "paediatric-like, sub-Saharan-Africa-like; see htcnns.synthseg.domains)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--preset", choices=["compact", "paper"], default=defaults.preset)
     parser.add_argument("--init-from", type=str, default="",

@@ -10,6 +10,8 @@
 4. acquisition: bias field, blur / thick slices, noise, gamma; 0 outside the brain (``artefacts``).
 
 Sources are loaded once per folder and cached (``load_sources``). The same seed gives identical arrays.
+Generator v2 (``htcnns.synthseg.v2.generate_v2``) puts the same tumours into 20 real SynthSeg anatomies with
+per-structure contrasts instead of the one SRI24 average brain.
 Licences of what the cases derive from: SRI24 atlas CC BY-SA 3.0; DeepMedic BraTS 2015 subset CC BY-NC-SA 3.0
 (non-commercial). See docs/synthseg.md.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from htcnns.errors import InputError
 from htcnns.labels import MODALITIES
@@ -60,6 +63,7 @@ class SyntheticCase:
         1 CSF, 2 GM, 3 WM (the largest fraction).
     affine: float64 (4, 4), voxel-to-world (RAS+, mm) of the SRI24/BraTS grid.
     tumour_source: the real label map the tumour came from, or "procedural".
+    anatomy: the healthy brain: "sri24" (v1) or a SynthSeg label map (``v2.generate_v2``).
     """
 
     image: np.ndarray
@@ -67,6 +71,7 @@ class SyntheticCase:
     tissue: np.ndarray
     affine: np.ndarray
     tumour_source: str
+    anatomy: str = "sri24"
 
 
 def default_data_root() -> Path:
@@ -127,24 +132,65 @@ def _drop_enhancement(rng: np.random.Generator, soft: np.ndarray, domain: Domain
         soft[2] = 0.0
 
 
-def _render(rng: np.random.Generator, probs: np.ndarray, vessels: np.ndarray, outside: np.ndarray,
-            inner: tuple[slice, ...], lesion: np.ndarray, domain: Domain) -> np.ndarray:
-    """Four modalities of the output box, float32 (4, bx, by, bz), from tissue, vessel and tumour fractions."""
+@dataclass(frozen=True)
+class Scene:
+    """One case's output box before contrast: where it reads the anatomy, its tumour and vessels.
+
+    box: the output box (full-grid slices); grid: its atlas sampling grid, mass effect included;
+    probs: float32 (3, bx, by, bz) CSF/GM/WM fractions; outside: bool (bx, by, bz), voxels outside the brain;
+    vessels: float32 (bx, by, bz) blood fraction; inner, lesion: from :func:`tumour.place`; name: tumour source.
+    """
+
+    box: tuple[slice, ...]
+    grid: torch.Tensor
+    probs: np.ndarray
+    outside: np.ndarray
+    vessels: np.ndarray
+    inner: tuple[slice, ...]
+    lesion: np.ndarray
+    name: str
+
+
+@dataclass(frozen=True)
+class Paint:
+    """Per-case contrast draws shared by the modalities: class means (4, 6), tumour heterogeneity (4, 3), blood
+    means (4,) and one unit noise volume (bx, by, bz)."""
+
+    means: np.ndarray
+    heterogeneity: np.ndarray
+    blood: np.ndarray
+    unit_noise: np.ndarray
+
+
+def draw_paint(rng: np.random.Generator, shape: tuple[int, ...], domain: Domain) -> Paint:
+    """The contrast draws of one case whose output box has ``shape``."""
     means = contrast.draw_means(rng, domain.ranges())
     heterogeneity = contrast.draw_texture(rng)
     blood = rng.uniform(contrast.VESSEL_RANGES[:, 0], contrast.VESSEL_RANGES[:, 1])
-    unit_noise = artefacts.noise_volume(rng, outside.shape)
-    images = np.empty((len(MODALITIES), *probs.shape[1:]), np.float32)
+    return Paint(means, heterogeneity, blood, artefacts.noise_volume(rng, shape))
+
+
+def finish_channel(rng: np.random.Generator, image: np.ndarray, means: np.ndarray, channel: int, scene: Scene,
+                   paint: Paint, domain: Domain) -> np.ndarray:
+    """Vessels, tumour and acquisition over the healthy ``image`` (bx, by, bz) of modality ``channel``, whose
+    gamma-bent class means (6,) are ``means``; modifies ``image`` and returns the acquired one."""
+    contrast.add_vessels(image, scene.vessels, paint.blood[channel])
+    if scene.lesion.size:
+        field = _smooth_field(rng, scene.lesion.shape[1:], 3.0)
+        texture = 1.0 + paint.heterogeneity[channel].reshape(3, 1, 1, 1) * field
+        contrast.blend(image[scene.inner], scene.lesion, means, texture)
+    image[scene.outside] = means[0]  # blur the brain edge against CSF, not against 0
+    return artefacts.acquire(rng, image, scene.outside, paint.unit_noise, channel, domain.acquisition)
+
+
+def _render(rng: np.random.Generator, scene: Scene, domain: Domain) -> np.ndarray:
+    """Four modalities of the output box, float32 (4, bx, by, bz), from tissue, vessel and tumour fractions."""
+    paint = draw_paint(rng, scene.outside.shape, domain)
+    images = np.empty((len(MODALITIES), *scene.probs.shape[1:]), np.float32)
     for channel in range(len(MODALITIES)):
-        means[channel] = artefacts.gamma(rng, means[channel])
-        image = contrast.mix(probs, means[channel])
-        contrast.add_vessels(image, vessels, blood[channel])
-        if lesion.size:
-            field = _smooth_field(rng, lesion.shape[1:], 3.0)
-            texture = 1.0 + heterogeneity[channel].reshape(3, 1, 1, 1) * field
-            contrast.blend(image[inner], lesion, means[channel], texture)
-        image[outside] = means[channel, 0]  # blur the brain edge against CSF, not against 0
-        images[channel] = artefacts.acquire(rng, image, outside, unit_noise, channel, domain.acquisition)
+        paint.means[channel] = artefacts.gamma(rng, paint.means[channel])
+        image = contrast.mix(scene.probs, paint.means[channel])
+        images[channel] = finish_channel(rng, image, paint.means[channel], channel, scene, paint, domain)
     return images
 
 
@@ -162,6 +208,46 @@ def _labels(probs: np.ndarray, outside: np.ndarray, inner: tuple[slice, ...],
     return labels, tissue
 
 
+def draw_layout(rng: np.random.Generator, sources: Sources,
+                domain: Domain) -> tuple[tuple[slice, ...], torch.Tensor, np.ndarray, np.ndarray, str]:
+    """(output box, its atlas sampling grid with the mass effect, tumour memberships (3, ...), tumour centre in
+    full-grid output voxels, tumour source name) of one case: the random warp of ``sources.atlas`` and the tumour."""
+    atlas = sources.atlas
+    warp = anatomy.draw_warp(rng, atlas)
+    box = anatomy.output_box(warp, atlas)
+    name, source_labels, zoom, site = _draw_tumour(rng, sources, domain)
+    soft = tumour.soft_tumour(rng, source_labels, zoom)
+    _drop_enhancement(rng, soft, domain)
+    centre = warp.to_output(site[None])[0]
+    grid = anatomy.sampling_grid(rng, warp, atlas, box)
+    radius = float(np.cbrt(3.0 * (soft[0].sum() + soft[2].sum()) / (4.0 * np.pi)))  # of the core, voxels
+    anatomy.add_mass_effect(grid, box, warp, atlas, (centre, radius, float(rng.uniform(0.0, 0.5)) * radius))
+    return box, grid, soft, centre, name
+
+
+def draw_scene(rng: np.random.Generator, sources: Sources, domain: Domain, folds: bool = True) -> Scene:
+    """The deformed anatomy, skull stripping, vessels and placed tumour of one case; ``folds`` adds random
+    cortical folds (for the smooth SRI24 average, not for real anatomies)."""
+    box, grid, soft, centre, name = draw_layout(rng, sources, domain)
+    probs = anatomy.deform(sources.atlas, grid)
+    near_csf = anatomy.csf_nearness(probs)
+    if folds:
+        anatomy.add_cortical_folds(rng, probs, near_csf)
+    outside = anatomy.skull_strip(rng, probs)
+    vessels = anatomy.draw_vessels(rng, near_csf)
+    inner, lesion = tumour.place(soft, centre, probs, box)
+    return Scene(box, grid, probs, outside, vessels, inner, lesion, name)
+
+
+def assemble(scene: Scene, images: np.ndarray, affine: np.ndarray) -> SyntheticCase:
+    """The full-grid :class:`SyntheticCase` of ``scene`` and its rendered box ``images`` (4, bx, by, bz)."""
+    image = np.zeros((len(MODALITIES), *BRATS_SHAPE), np.float32)
+    image[(slice(None), *scene.box)] = images
+    label, tissue = np.zeros(BRATS_SHAPE, np.uint8), np.zeros(BRATS_SHAPE, np.uint8)
+    label[scene.box], tissue[scene.box] = _labels(scene.probs, scene.outside, scene.inner, scene.lesion)
+    return SyntheticCase(image, label, tissue, affine.copy(), scene.name)
+
+
 def generate(seed: int, sources: Sources, domain: Domain = ADULT) -> SyntheticCase:
     """Generate one synthetic case; deterministic: the same seed, sources and domain give identical arrays.
 
@@ -174,24 +260,5 @@ def generate(seed: int, sources: Sources, domain: Domain = ADULT) -> SyntheticCa
         A :class:`SyntheticCase` on the full BraTS grid.
     """
     rng = np.random.default_rng(seed)
-    atlas = sources.atlas
-    warp = anatomy.draw_warp(rng, atlas)
-    box = anatomy.output_box(warp, atlas)
-    name, source_labels, zoom, site = _draw_tumour(rng, sources, domain)
-    soft = tumour.soft_tumour(rng, source_labels, zoom)
-    _drop_enhancement(rng, soft, domain)
-    centre = warp.to_output(site[None])[0]
-    grid = anatomy.sampling_grid(rng, warp, atlas, box)
-    radius = float(np.cbrt(3.0 * (soft[0].sum() + soft[2].sum()) / (4.0 * np.pi)))  # of the core, voxels
-    anatomy.add_mass_effect(grid, box, warp, atlas, (centre, radius, float(rng.uniform(0.0, 0.5)) * radius))
-    probs = anatomy.deform(atlas, grid)
-    near_csf = anatomy.csf_nearness(probs)
-    anatomy.add_cortical_folds(rng, probs, near_csf)
-    outside = anatomy.skull_strip(rng, probs)
-    vessels = anatomy.draw_vessels(rng, near_csf)
-    inner, lesion = tumour.place(soft, centre, probs, box)
-    image = np.zeros((len(MODALITIES), *BRATS_SHAPE), np.float32)
-    image[(slice(None), *box)] = _render(rng, probs, vessels, outside, inner, lesion, domain)
-    label, tissue = np.zeros(BRATS_SHAPE, np.uint8), np.zeros(BRATS_SHAPE, np.uint8)
-    label[box], tissue[box] = _labels(probs, outside, inner, lesion)
-    return SyntheticCase(image, label, tissue, atlas.affine.copy(), name)
+    scene = draw_scene(rng, sources, domain)
+    return assemble(scene, _render(rng, scene, domain), sources.atlas.affine)

@@ -67,6 +67,12 @@ def load_atlas(folder: Path) -> Atlas:
                          "folder that holds sri24-brats-space/ (or set HTCNNS_SHARED_DATA)")
     images = [load_canonical(folder / name) for name in TISSUE_FILES]
     probs = np.stack([np.asarray(img.dataobj, dtype=np.float32) for img in images])
+    return atlas_from_probs(probs, images[0].affine)
+
+
+def atlas_from_probs(probs: np.ndarray, affine: np.ndarray) -> Atlas:
+    """An :class:`Atlas` from CSF/GM/WM fractions float32 (3, 240, 240, 155), RAS+, and the grid's ``affine``
+    (the SRI24 maps of :func:`load_atlas`, or one-hot tissues of a registered anatomy)."""
     total = probs.sum(axis=0)
     brain = total > 0.5
     probs = np.where(brain, probs / np.maximum(total, 1e-6), 0.0).astype(np.float32)
@@ -77,7 +83,7 @@ def load_atlas(folder: Path) -> Atlas:
     wm = np.argwhere((probs[2][crop] >= 0.8) & (depth >= 12)) + lo
     surface = np.argwhere((depth > 0) & (depth < 1.5))[::7] + lo
     tensor = torch.from_numpy(np.ascontiguousarray(probs[(slice(None), *crop)])).unsqueeze(0)
-    return Atlas(tensor, lo, images[0].affine, wm, _fossa_voxels(probs[(slice(None), *crop)], depth) + lo, surface)
+    return Atlas(tensor, lo, affine, wm, _fossa_voxels(probs[(slice(None), *crop)], depth) + lo, surface)
 
 
 def _fossa_voxels(probs: np.ndarray, depth: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Tri-planar PNG of a generated case (four modalities, then the labels over FLAIR), and a small command:
 
-    python -m htcnns.synthseg.preview --seed 0 --output docs/synthseg-example.png [--data ../shared/data]
+    python -m htcnns.synthseg.preview --seed 0 --output docs/synthseg-example.png [--data ../shared/data] [--v2]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def save_preview(cases: Sequence[SyntheticCase], path: Path, dpi: int = 60) -> N
             row[-1].imshow(_cut(case.image[3], centre, plane), cmap="gray", origin="lower")
             row[-1].imshow(_cut(case.label, centre, plane), cmap=LABEL_COLOURS, origin="lower", vmin=0, vmax=3,
                            interpolation="nearest")
-            row[-1].set_title(f"labels ({case.tumour_source})" if plane == 0 else "", fontsize=7)
+            source = case.tumour_source if case.anatomy == "sri24" else f"{case.tumour_source}, {case.anatomy}"
+            row[-1].set_title(f"labels ({source})" if plane == 0 else "", fontsize=7)
             for axis in row:
                 axis.axis("off")
     figure.tight_layout()
@@ -58,9 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")
     parser.add_argument("--dpi", type=int, default=60)
+    parser.add_argument("--v2", action="store_true", help="generator v2 (SynthSeg anatomies, htcnns.synthseg.v2)")
     args = parser.parse_args(argv)
-    sources = load_sources(args.data or default_data_root())
-    save_preview([generate(seed, sources) for seed in args.seed], args.output, args.dpi)
+    root = args.data or default_data_root()
+    if args.v2:
+        from htcnns.synthseg.v2 import generate_v2, load_sources_v2
+
+        sources_v2 = load_sources_v2(root)
+        cases = [generate_v2(seed, sources_v2) for seed in args.seed]
+    else:
+        sources = load_sources(root)
+        cases = [generate(seed, sources) for seed in args.seed]
+    save_preview(cases, args.output, args.dpi)
     return 0
 
 

@@ -47,15 +47,18 @@ def load_tumour_sources(folder: Path, exclude: tuple[str, ...] = HELD_OUT) -> tu
     paths = sorted(p for p in folder.glob("*/*/OTMultiClass.nii.gz") if p.parent.name not in exclude)
     if not paths:
         raise InputError(f"no tumour label maps found under {folder} (expected */*/OTMultiClass.nii.gz)")
-    sources = []
-    for path in paths:
-        raw = np.rint(np.asarray(load_canonical(path).dataobj)).astype(np.uint8)
-        labels = DEEPMEDIC_TO_BRATS2023[np.minimum(raw, 4)]
-        present = np.argwhere(labels > 0)
-        lo, hi = np.maximum(present.min(axis=0) - 2, 0), np.minimum(present.max(axis=0) + 3, labels.shape)
-        crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        sources.append(TumourSource(path.parent.name, np.ascontiguousarray(labels[crop]), (lo + hi - 1) / 2.0))
-    return tuple(sources)
+    return tuple(load_label_map(path, path.parent.name, DEEPMEDIC_TO_BRATS2023) for path in paths)
+
+
+def load_label_map(path: Path, name: str, to_brats2023: np.ndarray) -> TumourSource:
+    """The tumour of the label map ``path`` (on the BraTS grid), its values mapped through ``to_brats2023``
+    (indexed by the value, clipped to its last entry), cropped to the tumour + 2 voxels."""
+    raw = np.rint(np.asarray(load_canonical(path).dataobj)).astype(np.uint8)
+    labels = to_brats2023[np.minimum(raw, len(to_brats2023) - 1)]
+    present = np.argwhere(labels > 0)
+    lo, hi = np.maximum(present.min(axis=0) - 2, 0), np.minimum(present.max(axis=0) + 3, labels.shape)
+    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    return TumourSource(name, np.ascontiguousarray(labels[crop]), (lo + hi - 1) / 2.0)
 
 
 def procedural_labels(rng: np.random.Generator) -> np.ndarray:

@@ -11,11 +11,18 @@ from htcnns.weights import Manifest
 
 SYNTHSEG_LICENCES = ("SRI24 atlas: CC BY-SA 3.0 (Rohlfing et al. 2010); DeepMedic BraTS 2015 subset: "
                      "CC BY-NC-SA 3.0, non-commercial use only (Menze et al. 2015)")
+SYNTHSEG2_LICENCES = (f"{SYNTHSEG_LICENCES}; SynthSeg label maps: Apache-2.0 (Billot et al. 2023); BraTS label maps: "
+                      "BraTS data terms, research use (Menze et al. 2015, Bakas et al. 2017, Baid et al. 2021)")
 
 
 def describe_data(data: str, first_seed: int, last_seed: int) -> str:
     """One line on the training data of a run (``data``: phantoms or synthseg), with licences where the data
     derive from third-party files."""
+    if data == "synthseg2":
+        return (f"SynthSeg-style synthetic cases from htcnns.synthseg.v2, seeds {first_seed}..{last_seed}: the 20 "
+                "SynthSeg anatomies registered to SRI24, one random intensity per structure, tumour shapes from "
+                "DeepMedic BraTS 2015 and BraTS label maps or procedural; no real image intensities. "
+                f"Licences: {SYNTHSEG2_LICENCES}")
     if data == "synthseg":
         return (f"SynthSeg-style synthetic cases from htcnns.synthseg, seeds {first_seed}..{last_seed}: SRI24 atlas "
                 f"anatomy, tumour shapes from DeepMedic BraTS 2015 expert label maps ({', '.join(HELD_OUT)} held out) "
@@ -31,8 +38,9 @@ def data_paragraph(data: str) -> str:
     if data.startswith("SynthSeg"):
         return (f"**Trained on synthetic images only** ({data}). It has never seen a real MRI intensity; the "
                 "shapes of its tumours come from real expert label maps. Its weights derive from the SRI24 atlas "
-                "(CC BY-SA 3.0) and the DeepMedic BraTS 2015 label maps (CC BY-NC-SA 3.0): non-commercial use "
-                "only. Do not use it for any clinical conclusion.")
+                "(CC BY-SA 3.0) and the DeepMedic BraTS 2015 label maps (CC BY-NC-SA 3.0), and for v2 also the "
+                "SynthSeg label maps (Apache-2.0) and BraTS label maps (BraTS data terms): non-commercial research "
+                "use only. Do not use it for any clinical conclusion.")
     return (f"**Trained on synthetic phantoms only** ({data}). It has never seen a real MRI scan or a real\n"
             "tumour: it segments the project's phantoms and is a placeholder until weights trained on realistic "
             "data land.\nDo not use it for any clinical or research conclusion on real scans.")

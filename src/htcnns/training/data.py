@@ -16,6 +16,7 @@ from htcnns.labels import regions_from_labels
 from htcnns.preprocess import Prepared, preprocess, to_prepared_grid
 from htcnns.synth import Phantom, make_phantom
 from htcnns.synthseg import DOMAINS, SyntheticCase, default_data_root, generate, load_sources
+from htcnns.synthseg.v2 import generate_v2, load_sources_v2
 from htcnns.training.augment import augment, make_augmentation
 from htcnns.training.config import DATA_KINDS, TrainConfig
 from htcnns.validate import LoadedCase
@@ -41,11 +42,17 @@ def prepare_phantom(phantom: TrainingCase) -> tuple[Prepared, np.ndarray]:
 
 def case_maker(config: TrainConfig, split: str = "train") -> Callable[[int], TrainingCase]:
     """seed -> generated case, for ``config.data``; synthseg sources load here (once), so a missing atlas
-    fails before any training. ``split`` "validation" draws synthseg tumours from the held-out label maps."""
+    fails before any training. ``split`` "validation" draws synthseg tumours from the held-out label maps
+    (synthseg2: also the held-out anatomies; their first use registers them into the anatomy cache)."""
     if config.data == "synthseg":
         sources = load_sources(Path(config.atlas) if config.atlas else default_data_root(), split)
         domain = DOMAINS[config.domain]
         return lambda seed: generate(seed, sources, domain)
+    if config.data == "synthseg2":
+        sources_v2 = load_sources_v2(Path(config.atlas) if config.atlas else default_data_root(), split,
+                                     threads=config.threads)
+        domain = DOMAINS[config.domain]
+        return lambda seed: generate_v2(seed, sources_v2, domain)
     if config.data != "phantoms":
         raise ValueError(f"data must be one of {DATA_KINDS}, got {config.data!r}")
     return lambda seed: make_phantom(seed, shape=config.phantom_shape)
