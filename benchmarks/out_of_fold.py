@@ -15,6 +15,7 @@ card of the same network under ``MODELS`` (the bundled folder trained with the s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -102,6 +103,20 @@ def record(models: Path, results: dict[str, dict[str, dict[str, float]]], folds:
         atomic_write_text(folder / "MODEL_CARD.md", card + CARD_SECTION + "\n" + "\n".join(lines) + "\n")
 
 
+def with_windows(models: list[LoadedModel], rois: dict[str, int]) -> list[LoadedModel]:
+    """``models`` with the sliding-window edge of the networks named in ``rois`` replaced (``--roi transbts=128``)."""
+    return [dataclasses.replace(m, manifest=dataclasses.replace(m.manifest, roi_size=(rois[name],) * 3))
+            if (name := base_name(m.manifest.name)) in rois else m for m in models]
+
+
+def roi_override(text: str) -> tuple[str, int]:
+    """``NAME=EDGE`` of ``--roi``."""
+    name, _, edge = text.partition("=")
+    if not edge.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=EDGE (e.g. transbts=128), got {text!r}")
+    return name, int(edge)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder of labelled cases")
@@ -110,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write per-case Dice here")
     parser.add_argument("--overlays", type=Path, help="write <case>.png overlays of the fusion here")
     parser.add_argument("--record", type=Path, help="write the scores into this models folder's manifests and cards")
+    parser.add_argument("--roi", type=roi_override, action="append", default=[], metavar="NAME=EDGE",
+                        help="run network NAME with cubic windows of EDGE voxels instead of its manifest's")
     args = parser.parse_args(argv)
+    rois = dict(args.roi)
     cases = {c.case_id: c for c in find_labelled_cases(args.data)[0]}
-    plans = [(load_models(args.models, "cpu"), set(cases))] if args.models else []
+    plans = [(with_windows(load_models(args.models, "cpu"), rois), set(cases))] if args.models else []
     for folder in args.fold:
-        models = load_models(folder, "cpu")
+        models = with_windows(load_models(folder, "cpu"), rois)
         plans.append((models, held_out(models) & set(cases)))
     results: dict[str, dict[str, dict[str, float]]] = {}
     for models, case_ids in plans:
