@@ -15,6 +15,8 @@
 #   HTCNNS_REPORT                the JSON run report: a file name, or "none" (the default in both forms: the BraTS
 #                                orchestrator reads every file of the output folder as a label map, so nothing
 #                                but label maps is written there unless asked; --report_path in the infer form).
+#   HTCNNS_QC                    a folder for the QC pictures, index.html and cases.csv (e.g. /output/qc, or a
+#                                folder of its own mounted elsewhere); unset: none (same reason as above).
 #   TMPDIR                       where a private scratch folder for caches and temporary files is made (default
 #                                /tmp, else /dev/shm, which Docker always mounts writable, so --read-only works
 #                                without --tmpfs); it is removed on exit. HOME is moved there when not writable.
@@ -91,9 +93,10 @@ case "$report" in
   none) report_option=(--no-report) ;;
   *) report_option=(--report "$report") ;;
 esac
+if [ -n "${HTCNNS_QC:-}" ]; then qc_option=(--qc "$HTCNNS_QC"); else qc_option=(--no-qc); fi
 
 if [ "${command[0]:-}" != htcnns ]; then
-  command=(htcnns segment --input "$input" --output "$output" "${report_option[@]}" "${options[@]}")
+  command=(htcnns segment --input "$input" --output "$output" "${report_option[@]}" "${qc_option[@]}" "${options[@]}")
   if [ -d "$output" ] && [ ! -w "$output" ]; then
     die "the output folder $output is not writable by uid $(id -u); mount a writable host folder there" \
         "(-v DIR:$output, without :ro) that this uid may write, e.g. docker run --user \"\$(id -u):\$(id -g)\""

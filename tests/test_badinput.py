@@ -331,8 +331,10 @@ def test_batch_finishes_with_no_traceback_no_stray_and_no_partial_file(batch: Ba
     assert batch.report["state"] == "finished"
     assert batch.unchanged_outside_output and batch.tmpdir_left == []
     segmented = {batch.built[kind][0] for kind, (outcome, _) in CASE_KINDS.items() if outcome == "segmented"}
-    expected = {os.fsencode(f"{case_id}.nii.gz") for case_id in segmented} | {b"htcnns-report.json"}
+    expected = {os.fsencode(f"{case_id}.nii.gz") for case_id in segmented} | {b"htcnns-report.json", b"qc"}
     assert {os.fsencode(p.name) for p in batch.output.iterdir()} == expected  # no partial or stray file
+    page = {p.name for p in (batch.output / "qc").iterdir()}
+    assert {"index.html", "cases.csv"} <= page and not [name for name in page if name.startswith(".")]
     tried = sum(built is not None for built in batch.built.values())
     print(f"\nbad-input batch: {tried} kinds tried, {len(segmented)} good cases written, "
           f"{sum(c['status'] == 'failed' for c in batch.report['cases'])} refused with a sentence, "
@@ -419,7 +421,7 @@ def test_disk_full_fails_cases_cleanly_and_the_rerun_completes(tmp_path: Path, t
     output, logs, kept = tmp_path / "out", tmp_path / "logs", tmp_path / "kept"
     for folder in (output, logs, kept):
         folder.mkdir()
-    command, q = shlex.join(htcnns_command(inputs, output, tiny_models)), shlex.quote
+    command, q = shlex.join([*htcnns_command(inputs, output, tiny_models), "--no-qc"]), shlex.quote
     script = "\n".join([
         f"mount -t tmpfs -o size=256k tmpfs {q(str(output))} || exit 99",
         f"dd if=/dev/zero of={q(str(output / 'filler'))} bs=4k 2>/dev/null",

@@ -105,8 +105,10 @@ def wait_for_outputs(folder: Path, more_than: int, process: subprocess.Popen) ->
 def assert_outputs_valid(inputs: Path, output: Path) -> None:
     """Every file in ``output`` is a valid label map of its case or the report: nothing partial, nothing stray."""
     cases = {case.case_id: case for case in find_cases(inputs)}
+    qc = output / "qc"
+    assert not [p for p in qc.iterdir() if p.name.startswith(".")] if qc.is_dir() else True  # no partial picture
     for path in output.iterdir():
-        if path.name != REPORT_NAME:
+        if path.name not in (REPORT_NAME, "qc"):
             assert output_problem(path, cases[path.name.removesuffix(".nii.gz")].paths, {0, 1, 2, 3}) == "", path
 
 

@@ -97,15 +97,15 @@ def run_stub(stub_bin: Path, tmp_path: Path, *args: str, **env: str) -> tuple[su
 
 
 FORMS = [
-    ((), {}, ["--input", "/input", "--output", "/output", "--no-report"]),
-    ((), {"HTCNNS_REPORT": "/r/report.json"}, ["--input", "/input", "--output", "/output", "--report",
-                                               "/r/report.json"]),
+    ((), {}, ["--input", "/input", "--output", "/output", "--no-report", "--no-qc"]),
+    ((), {"HTCNNS_REPORT": "/r/report.json", "HTCNNS_QC": "/output/qc"},
+     ["--input", "/input", "--output", "/output", "--report", "/r/report.json", "--qc", "/output/qc"]),
     (("--labels", "brats2021"), {"HTCNNS_INPUT": "/i", "HTCNNS_OUTPUT": "/o", "HTCNNS_REPORT": "none"},
-     ["--input", "/i", "--output", "/o", "--no-report", "--labels", "brats2021"]),
+     ["--input", "/i", "--output", "/o", "--no-report", "--no-qc", "--labels", "brats2021"]),
     (("infer", "--data_path=/mlcube_io0", "--output_path=/mlcube_io2", "--parameters_file=/mlcube_io3/p.yaml"), {},
-     ["--input", "/mlcube_io0", "--output", "/mlcube_io2", "--no-report"]),
+     ["--input", "/mlcube_io0", "--output", "/mlcube_io2", "--no-report", "--no-qc"]),
     (("infer", "--data_path", "/d", "--output_path", "/o", "--report_path", "/r/report.json", "--overwrite"), {},
-     ["--input", "/d", "--output", "/o", "--report", "/r/report.json", "--overwrite"]),
+     ["--input", "/d", "--output", "/o", "--report", "/r/report.json", "--no-qc", "--overwrite"]),
 ]
 
 

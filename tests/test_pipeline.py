@@ -68,14 +68,14 @@ def three_cases(inputs: Path) -> list[str]:
     return ids
 
 
-def instant_labels(case, models, settings):
+def instant_labels(case, models, settings, **_):
     """Stands in for segment_case where the batch logic, not inference, is under test: an ET blob in ED."""
     if case.problem:
         raise InputError(f"{case.case_id}: {case.problem}")
     reference = nib.load(case.paths["t1c"])
     labels = np.zeros(reference.shape, np.uint8)
     labels[8:14, 8:14, 6:12], labels[10:12, 10:12, 8:10] = 2, 3
-    return labels, reference
+    return pipeline.Segmentation(labels, reference)
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_report_lists_cases_versions_and_weights(tmp_path: Path, tiny_models: Pa
     assert by_id["CASE-A"]["output"] == "CASE-A.nii.gz" and by_id["CASE-A"]["seconds"] > 0
     assert by_id["CASE-B"] == {"case_id": "CASE-B", "status": "failed", "output": None, "note": "",
                                "error": "CASE-B: missing modality t1n (need t1n, t1c, t2w, t2f)",
-                               "seconds": by_id["CASE-B"]["seconds"]}
+                               "seconds": by_id["CASE-B"]["seconds"], "device": "cpu", "stages": {}}
 
 
 def test_rerun_keeps_valid_outputs_and_redoes_broken_ones(tmp_path: Path, models, instant):
@@ -133,7 +133,7 @@ def fake_segment(behaviour: dict[str, object]):
     """segment_case that raises the listed exception on a case's first call; records the settings it saw."""
     seen = []
 
-    def segment(case, models, settings):
+    def segment(case, models, settings, **_):
         seen.append((case.case_id, settings))
         action = behaviour.get(case.case_id)
         if isinstance(action, BaseException) and sum(c == case.case_id for c, _ in seen) == 1:
@@ -146,7 +146,7 @@ def fake_segment(behaviour: dict[str, object]):
 def test_case_timeout_fails_that_case_only(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch):
     three_cases(tmp_path / "in")
 
-    def instant_or_stuck(case, models, settings):  # no inference: the timing must not depend on machine load
+    def instant_or_stuck(case, models, settings, **_):  # no inference: the timing must not depend on machine load
         if case.case_id == "CASE-B":
             time.sleep(60)
         return instant_labels(case, models, settings)
@@ -175,7 +175,7 @@ def test_cuda_out_of_memory_retries_with_low_memory_settings(tmp_path: Path, mod
 def test_out_of_memory_twice_fails_the_case_with_advice(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch):
     three_cases(tmp_path / "in")
 
-    def always_oom(case, models, settings):
+    def always_oom(case, models, settings, **_):
         if case.case_id == "CASE-A":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return instant_labels(case, models, settings)
@@ -189,9 +189,9 @@ def test_out_of_memory_twice_fails_the_case_with_advice(tmp_path: Path, models, 
 
 def test_low_memory_settings_give_the_same_labels(tmp_path: Path, models):
     [case] = pipeline.find_cases(write_case(tmp_path / "C", "C", brain_volumes((24, 28, 20))))
-    normal, _ = segment_case(case, models, Settings())
-    low, _ = segment_case(case, models, Settings(low_memory=True))
-    assert np.array_equal(normal, low)
+    normal = segment_case(case, models, Settings())
+    low = segment_case(case, models, Settings(low_memory=True))
+    assert np.array_equal(normal.labels, low.labels) and normal.review == low.review
 
 
 def test_interrupt_mid_case_leaves_no_file_and_says_so(tmp_path: Path, models, monkeypatch: pytest.MonkeyPatch):

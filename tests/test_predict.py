@@ -6,7 +6,15 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from htcnns.errors import SettingsError
-from htcnns.predict import predict, resolve_device, sliding_window_logits, to_network_input
+from htcnns.predict import (
+    CPU_WINDOWS_PER_PASS,
+    MAX_WINDOWS_PER_PASS,
+    predict,
+    resolve_device,
+    sliding_window_logits,
+    to_network_input,
+    windows_that_fit,
+)
 from htcnns.weights import load_model
 
 
@@ -15,11 +23,19 @@ def test_equals_plain_monai_sliding_window(tiny_models: Path, architecture: str)
     model = load_model(tiny_models / architecture)
     image = to_network_input(np.random.default_rng(0).normal(size=(4, 40, 36, 34)).astype(np.float32),
                              torch.device("cpu"))
-    ours = sliding_window_logits(image, model)
-    with torch.no_grad():
-        reference = sliding_window_inference(image, (32, 32, 32), 1, model.network, overlap=0.6, mode="gaussian")
-    assert ours.shape == (1, 3, 40, 36, 34)
-    assert (ours - reference).abs().max() <= 1e-5
+    for batch in (1, CPU_WINDOWS_PER_PASS):
+        ours = sliding_window_logits(image, model, sw_batch_size=None if batch > 1 else 1)  # None: CPU default
+        with torch.no_grad():
+            reference = sliding_window_inference(image, (32, 32, 32), batch, model.network, overlap=0.6,
+                                                 mode="gaussian")
+        assert ours.shape == (1, 3, 40, 36, 34)
+        assert (ours - reference).abs().max() <= 1e-5
+
+
+def test_windows_that_fit_half_the_free_memory():
+    assert windows_that_fit(free_bytes=8 << 30, bytes_per_window=1 << 30) == 4
+    assert windows_that_fit(free_bytes=1 << 30, bytes_per_window=4 << 30) == 1
+    assert windows_that_fit(free_bytes=1 << 40, bytes_per_window=1 << 20) == MAX_WINDOWS_PER_PASS
 
 
 def test_image_smaller_than_window_is_padded_and_cropped_back(tiny_models: Path):

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from htcnns import __version__
-from htcnns.errors import HtcnnsError
+from htcnns.batch_page import INDEX_NAME
+from htcnns.errors import HtcnnsError, InputError
 from htcnns.fuse import FusionMethod
 from htcnns.interrupts import stop_on_signals
-from htcnns.pipeline import LabelConvention, Settings, Status, default_models_root, load_models, run_batch
+from htcnns.pipeline import LabelConvention, Status
+from htcnns.predict import fast_inference_settings
+from htcnns.shards import Shard, parse_shard, shard_from_environment, write_merged
+from htcnns.weights import BACKENDS
 
 log = logging.getLogger("htcnns")
 
@@ -63,8 +68,12 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", choices=[c.value for c in LabelConvention],
                         default=LabelConvention.BRATS2023.value,
                         help="output labels: brats2023 (1 NCR, 2 ED, 3 ET) or brats2021 (ET = 4)")
-    parser.add_argument("--sw-batch-size", type=positive_int, default=1,
-                        help="sliding windows per forward pass; more is faster on a large GPU (default: 1)")
+    parser.add_argument("--sw-batch-size", type=positive_int, default=None,
+                        help="sliding windows per forward pass (default: 2 on the CPU; on a GPU as many as its free "
+                             "memory holds)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="run the networks with torch or with ONNX Runtime (the model folders' verified ONNX "
+                             "files; see docs/speed.md) (default: torch)")
     parser.add_argument("--case-timeout", type=positive_seconds, default=None, metavar="SECONDS",
                         help="fail a case that takes longer than this and go on with the next (default: no limit)")
     parser.add_argument("--overwrite", action="store_true",
@@ -73,23 +82,72 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", type=Path, default=None, metavar="PATH",
                         help="where to write the JSON run report (default: OUT/htcnns-report.json)")
     parser.add_argument("--no-report", action="store_true", help="write no report file (the log still has each case)")
+    parser.add_argument("--qc", type=Path, default=None, metavar="DIR",
+                        help="folder for each case's QC picture and the batch's index.html and cases.csv "
+                             "(default: OUT/qc)")
+    parser.add_argument("--no-qc", action="store_true", help="write no QC pictures or page")
+    parser.add_argument("--shard", type=shard_argument, default=None, metavar="i/N",
+                        help="segment only shard i of N (0-based, by case id; default: from SLURM_ARRAY_TASK_ID / "
+                             "JOB_COMPLETION_INDEX when set, else every case); see container/CLUSTERS.md")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings and errors only")
     parser.set_defaults(run=run_segment)
+
+
+def shard_argument(text: str) -> Shard:
+    """argparse type: ``i/N`` (``htcnns.shards.parse_shard``)."""
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def run_segment(args: argparse.Namespace) -> int:
     """Segment a folder; exit 0 only when every case succeeded (a kept valid output counts as success)."""
-    settings = Settings(device=args.device, fusion=FusionMethod(args.fusion), labels=LabelConvention(args.labels),
-                        sw_batch_size=args.sw_batch_size, case_timeout=args.case_timeout, overwrite=args.overwrite)
-    models = load_models(args.models or default_models_root(), settings.device)
-    results, report = run_batch(args.input, args.output, models, settings, report_path=args.report,
-                                write_report=not args.no_report)
+    from htcnns.api import Segmenter
+
+    qc_dir = None if args.no_qc else (args.qc or args.output / "qc")
+    segmenter = Segmenter(args.models, args.device, args.backend, args.fusion)
+    results, report = segmenter.segment_folder(
+        args.input, args.output, qc_dir=qc_dir, report_path=args.report, write_report=not args.no_report,
+        shard=args.shard or shard_from_environment(), labels=LabelConvention(args.labels),
+        sw_batch_size=args.sw_batch_size, case_timeout=args.case_timeout, overwrite=args.overwrite)
     failed = sum(not r.ok for r in results)
     kept = sum(r.status is Status.SKIPPED for r in results)
     log.info("%d of %d cases segmented (%d kept from an earlier run) into %s", len(results) - failed, len(results),
              kept, args.output)
+    flagged = [r.case_id for r in results if r.extra.get("needs_review")]
+    if flagged:
+        log.info("%d case(s) flagged for review (the networks disagree): %s", len(flagged), ", ".join(flagged))
+    if qc_dir is not None and results:
+        log.info("QC pictures and the batch page: %s", qc_dir / INDEX_NAME)
     if report.error:
         log.error("the run report could not be written: %s", report.error)
     return EXIT_CASE_FAILED if failed or report.error else EXIT_OK
+
+
+def add_report_parser(commands: argparse._SubParsersAction) -> None:
+    """``htcnns report merge REPORT... -o MERGED``."""
+    parser = commands.add_parser("report", help="work with run reports (merge the reports of shards)")
+    actions = parser.add_subparsers(dest="action", required=True)
+    merge = actions.add_parser("merge", help="join the reports of shards into one report (and one QC page)")
+    merge.add_argument("reports", type=Path, nargs="+", help="htcnns-report.json files, one per shard")
+    merge.add_argument("-o", "--output", type=Path, required=True, help="the merged report to write")
+    merge.add_argument("--qc", type=Path, default=None, metavar="DIR",
+                       help="also write index.html and cases.csv of every case into DIR")
+    merge.set_defaults(run=run_report_merge)
+
+
+def run_report_merge(args: argparse.Namespace) -> int:
+    """Merge shard reports; say how many cases and which warnings."""
+    try:
+        merged = write_merged(args.reports, args.output, args.qc)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    for warning in merged.get("warnings", []):
+        log.warning("%s", warning)
+    log.info("merged %d report(s), %d cases (%s) into %s", len(args.reports), len(merged["cases"]),
+             ", ".join(f"{n} {status}" for status, n in merged["summary"].items() if n), args.output)
+    return EXIT_OK
 
 
 def add_demo_parser(commands: argparse._SubParsersAction) -> None:
@@ -149,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks of failed cases")
     commands = parser.add_subparsers(dest="command", required=True)
     add_segment_parser(commands)
+    add_report_parser(commands)
     add_demo_parser(commands)
     add_train_parser(commands)
     add_export_parser(commands)
@@ -159,9 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``htcnns`` console script."""
+    fast_inference_settings()  # before torch starts its threads, so that they flush denormals too
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    quiet = getattr(args, "quiet", False)
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
     stop_on_signals()
     try:
         return args.run(args)

@@ -7,7 +7,12 @@
   in the manifest, and ``segment`` averages their probabilities (``htcnns.weights``). The ensemble's ET threshold is
   the median of its members' (no validation case is held out from every member, so it is not tuned anew).
 
-Only the frozen weights, ``manifest.json`` and ``MODEL_CARD.md`` are written; checkpoints and curves stay in the runs.
+``--window EDGE`` sets the sliding-window edge the exported network runs at (e.g. chosen by out-of-fold Dice;
+recorded in its provenance and card). ``--onnx`` also writes ``network.onnx`` made from the exported weights at that
+window, for ``segment --backend onnxruntime`` (single networks only).
+
+Only the frozen weights, ``manifest.json``, ``MODEL_CARD.md`` (and ``network.onnx``) are written; checkpoints and
+curves stay in the runs.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from htcnns.errors import SettingsError, WeightsError
+from htcnns.networks import size_divisor
 from htcnns.training.card import model_card, validation_dice
 from htcnns.weights import LoadedModel, Manifest, load_model, save_ensemble, save_model
 
@@ -67,11 +73,31 @@ def member_stems(runs: Sequence[LoadedModel]) -> list[str]:
     return stems
 
 
-def export_single(run: LoadedModel, output: Path, note: str) -> Manifest:
-    """Write one run's network and manifest (renamed, with ``exported_from``) and its card into ``output``."""
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``htcnns export`` may change: the sliding-window edge (None keeps the run's) and whether to add ONNX."""
+
+    window: int | None = None
+    onnx: bool = False
+    window_reason: str = ""
+
+
+def exported_manifest(run: LoadedModel, output: Path, note: str, options: ExportOptions) -> Manifest:
+    """The run's manifest renamed after ``output``, with ``exported_from`` and any window change in provenance."""
     provenance = run.manifest.provenance | {"exported_from": {"run": str(run.folder), "sha256": run.manifest.sha256,
                                                               "note": note, "command": _command()}}
-    manifest = save_model(run.network, replace(run.manifest, name=output.name, provenance=provenance), output)
+    roi = run.manifest.roi_size
+    if options.window and (options.window,) * 3 != roi:
+        provenance["inference_roi_change"] = {"from": roi[0], "to": options.window,
+                                              "reason": options.window_reason or "set by htcnns export --window"}
+        roi = (options.window,) * 3
+    return replace(run.manifest, name=output.name, provenance=provenance, roi_size=roi)
+
+
+def export_single(run: LoadedModel, output: Path, note: str, options: ExportOptions = ExportOptions()) -> Manifest:
+    """Write one run's network and manifest (``exported_manifest``), its card, and with ``options.onnx`` its ONNX
+    file into ``output``."""
+    manifest = save_model(run.network, exported_manifest(run, output, note, options), output, onnx=options.onnx)
     try:
         card = model_card(manifest)
     except KeyError:  # a manifest not written by htcnns train
@@ -118,9 +144,20 @@ members' checksums (the manifest's `sha256`) is `{manifest.sha256}`.
 """
 
 
-def export(folders: Sequence[Path], output: Path, ensemble: bool = False) -> Manifest:
-    """Export one run, the best of several, or (``ensemble``) all of them into the model folder ``output``."""
+def export(folders: Sequence[Path], output: Path, ensemble: bool = False,
+           options: ExportOptions = ExportOptions()) -> Manifest:
+    """Export one run, the best of several, or (``ensemble``) all of them into the model folder ``output``.
+
+    Raises:
+        SettingsError: ``--window`` or ``--onnx`` with an ensemble, or a window the network cannot take.
+    """
     runs = load_runs(folders, output)
+    if ensemble and len(runs) > 1 and (options.window or options.onnx):
+        raise SettingsError("--window and --onnx apply to single networks; export the ensemble without them")
+    if options.window and options.window % size_divisor(runs[0].manifest.architecture, runs[0].manifest.config):
+        raise SettingsError(f"--window {options.window}: must be a multiple of "
+                            f"{size_divisor(runs[0].manifest.architecture, runs[0].manifest.config)} for "
+                            f"{runs[0].manifest.architecture}")
     if ensemble and len(runs) > 1:
         manifest = export_ensemble(runs, output)
     else:
@@ -128,7 +165,7 @@ def export(folders: Sequence[Path], output: Path, ensemble: bool = False) -> Man
         scores = ", ".join(f"{run.folder}: {mean_validation_dice(run.manifest):.4f}" for run in runs)
         note = "the only run" if len(runs) == 1 else f"best mean validation Dice of {len(runs)} runs ({scores})"
         log.info("exporting %s (%s)", best.folder, note)
-        manifest = export_single(best, output, note)
+        manifest = export_single(best, output, note, options)
     remove_unlisted_weights(output, manifest)
     return manifest
 
@@ -154,12 +191,19 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="model folder to write (e.g. models/unet)")
     parser.add_argument("--ensemble", action="store_true",
                         help="keep all runs as one ensemble (probabilities averaged) instead of the best one")
+    parser.add_argument("--window", type=int, default=None, metavar="EDGE",
+                        help="sliding-window edge (voxels) the exported network runs at (default: the run's)")
+    parser.add_argument("--window-reason", default="", metavar="TEXT",
+                        help="why the window was changed (e.g. the out-of-fold Dice that chose it), for the card")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write network.onnx from the exported weights, for segment --backend onnxruntime")
     parser.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     """CLI adapter: export and say what was written."""
-    manifest = export(args.runs, args.output, args.ensemble)
+    options = ExportOptions(args.window, args.onnx, args.window_reason)
+    manifest = export(args.runs, args.output, args.ensemble, options)
     kind = f"ensemble of {len(manifest.ensemble)}" if manifest.ensemble else "single network"
     print(f"wrote {args.output}: {manifest.architecture}, {kind}, sha256 {manifest.sha256}")
     return 0

@@ -127,8 +127,10 @@ def atomic_save(image: nib.Nifti1Image, path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename in the same folder."""
-    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), suffix=".part")
+    """Write ``text`` (UTF-8; characters UTF-8 cannot hold, e.g. the surrogates of an undecodable file name, as
+    backslash escapes) to ``path`` through a temporary file and a rename in the same folder."""
+    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8", errors="backslashreplace"),
+                 suffix=".part")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object], suffix: str) -> None:

@@ -1,5 +1,10 @@
 """segment_case(): the stages in order; segment_folder(): every case of a folder, one failure never stops the rest.
 
+Stages: ``load_case`` (read, validate, preprocess) -> each network (sliding window) -> post-processing -> fusion
+-> write, each timed (``htcnns.timing``) into the case's entry of the report. In a batch the next case is loaded
+in a background thread while the networks run on the current one (``Prefetch``: one case ahead, so memory stays
+bounded); its failures still fail that case alone, when its turn comes.
+
 Batch rules: each case runs in isolation; any exception, a ``case_timeout`` or a CUDA out-of-memory fails that
 case alone, with one sentence in the log and the report. Out of GPU memory, a case is retried once with one window
 per forward pass and blending and fusion on the CPU. An output that already exists and validates is kept, so a
@@ -13,7 +18,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,16 +28,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from htcnns.batch_page import write_csv, write_index
 from htcnns.cases import Case, case_id_problem, display_id, find_cases
 from htcnns.errors import CaseTimeout, HtcnnsError, InputError, OutputError
 from htcnns.fuse import FusionMethod, fuse_label_maps
 from htcnns.interrupts import deadline
 from htcnns.io import PARTIAL_PREFIX, error_reason, read_volume, remove_partial_files, write_label_map
-from htcnns.labels import LabelConvention, convert_labels, legal_labels
+from htcnns.labels import MODALITIES, LabelConvention, convert_labels, legal_labels
 from htcnns.postprocess import postprocess
-from htcnns.predict import predict, resolve_device, to_network_input
+from htcnns.predict import fast_inference_settings, predict, resolve_device, to_network_input
 from htcnns.preprocess import Prepared, preprocess, restore_input_grid
+from htcnns.qc import write_case_qc
 from htcnns.report import REPORT_NAME, CaseResult, Report, Status, describe_device, model_entries
+from htcnns.review import Review, review_case
+from htcnns.shards import Shard, select_shard
+from htcnns.timing import StageClock
 from htcnns.validate import output_problem, validate_case
 from htcnns.weights import LoadedModel, find_model_folders, load_model
 
@@ -47,6 +58,7 @@ class Settings:
     """What a user can change about a run (the CLI fills it).
 
     case_timeout: seconds of wall clock one case may take (None: no limit).
+    qc_dir: where each case's QC picture and the batch's index.html and cases.csv go (None: no QC).
     overwrite: segment every case again instead of keeping valid outputs of an earlier run.
     low_memory: blend windows and fuse on the CPU (used by the retry after a CUDA out-of-memory).
     """
@@ -54,10 +66,11 @@ class Settings:
     device: str = "auto"
     fusion: FusionMethod = FusionMethod.STAPLE
     labels: LabelConvention = LabelConvention.BRATS2023
-    sw_batch_size: int = 1
+    sw_batch_size: int | None = None
     case_timeout: float | None = None
     overwrite: bool = False
     low_memory: bool = False
+    qc_dir: Path | None = None
 
 
 def default_models_root() -> Path:
@@ -65,13 +78,55 @@ def default_models_root() -> Path:
     return Path(os.environ.get("HTCNNS_MODELS", Path(__file__).resolve().parents[2] / "models"))
 
 
-def load_models(models_root: Path, device: str = "auto") -> list[LoadedModel]:
-    """Verify and load every model folder under ``models_root`` onto the resolved device."""
+def load_models(models_root: Path, device: str = "auto", backend: str = "torch") -> list[LoadedModel]:
+    """Verify and load every model folder under ``models_root`` onto the resolved device, for ``backend``."""
+    fast_inference_settings()
     target = resolve_device(device)
-    return [load_model(folder, target) for folder in find_model_folders(models_root)]
+    return [load_model(folder, target, backend) for folder in find_model_folders(models_root)]
 
 
-def model_labels(image: torch.Tensor, prepared: Prepared, model: LoadedModel, sw_batch_size: int = 1,
+@dataclass(frozen=True)
+class CaseInput:
+    """A case read, validated and preprocessed: the networks' input, the grid its labels go back to, the T1c and
+    FLAIR on that grid (for the QC picture), and the seconds each of those stages took."""
+
+    prepared: Prepared
+    reference: nib.Nifti1Image
+    seconds: dict[str, float]
+    t1c: np.ndarray | None = None
+    flair: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One case segmented: BraTS 2023 labels (X, Y, Z) on the input grid, that grid's image, and the networks'
+    agreement (None when a single network ran)."""
+
+    labels: np.ndarray
+    reference: nib.Nifti1Image
+    review: Review | None = None
+
+
+def load_case(case: Case) -> CaseInput:
+    """Read, validate and preprocess one case.
+
+    Raises:
+        InputError: the case's files are missing, unreadable or inconsistent.
+    """
+    if case.problem:
+        raise InputError(f"{display_id(case.case_id)}: {case.problem}")
+    clock = StageClock()
+    with clock.stage("read"):
+        volumes = {modality: read_volume(path, case.case_id) for modality, path in case.paths.items()}
+    with clock.stage("validate"):
+        loaded = validate_case(case.case_id, volumes)
+    with clock.stage("preprocess"):
+        prepared = preprocess(loaded)
+    t1c, flair = (loaded.image[MODALITIES.index(m)] for m in ("t1c", "t2f"))
+    return CaseInput(prepared, loaded.reference, clock.seconds, t1c, flair)
+
+
+def model_labels(image: torch.Tensor, prepared: Prepared, model: LoadedModel, sw_batch_size: int | None = None,
                  stitch_device: str | None = None) -> np.ndarray:
     """One model's post-processed label map, uint8 (x, y, z) on the prepared grid.
 
@@ -83,37 +138,52 @@ def model_labels(image: torch.Tensor, prepared: Prepared, model: LoadedModel, sw
     return postprocess(probs, model.manifest.postprocessing, brain=prepared.brain)
 
 
-def segment_case(case: Case, models: Sequence[LoadedModel], settings: Settings) -> tuple[np.ndarray, nib.Nifti1Image]:
+def segment_case(case: Case, models: Sequence[LoadedModel], settings: Settings, *, ready: CaseInput | None = None,
+                 clock: StageClock | None = None) -> Segmentation:
     """Segment one complete case.
 
+    Args:
+        ready: the case already loaded (``load_case``, e.g. by the batch's prefetch); None loads it here.
+        clock: receives the seconds of every stage (the loading stages too).
+
     Returns:
-        uint8 (X, Y, Z) BraTS 2023 label map on the input's voxel grid, and the image whose geometry it shares.
+        uint8 (X, Y, Z) BraTS 2023 label map on the input's voxel grid, the image whose geometry it shares, and
+        the networks' agreement.
 
     Raises:
         InputError: the case's files are missing, unreadable or inconsistent.
     """
-    if case.problem:
-        raise InputError(f"{display_id(case.case_id)}: {case.problem}")
-    volumes = {modality: read_volume(path, case.case_id) for modality, path in case.paths.items()}
-    loaded = validate_case(case.case_id, volumes)
-    prepared = preprocess(loaded)
-    device = next(models[0].network.parameters()).device
-    image = to_network_input(prepared.image, device)
+    ready = ready or load_case(case)
+    clock = clock or StageClock()
+    for stage, seconds in ready.seconds.items():
+        clock.seconds.setdefault(stage, seconds)
+    prepared = ready.prepared
+    image = to_network_input(prepared.image, models[0].device)
     stitch = "cpu" if settings.low_memory else None
-    per_model = [model_labels(image, prepared, model, settings.sw_batch_size, stitch) for model in models]
-    fused = fuse_label_maps(per_model, settings.fusion, device=stitch or str(device))
-    return restore_input_grid(fused, prepared), loaded.reference
+    per_model = []
+    for model in models:
+        with clock.stage(model.manifest.name):
+            probs = predict(image, model, sw_batch_size=settings.sw_batch_size, stitch_device=stitch).probs
+        with clock.stage("postprocess"):
+            per_model.append(postprocess(probs, model.manifest.postprocessing, brain=prepared.brain))
+    with clock.stage("fuse"):
+        fused = fuse_label_maps(per_model, settings.fusion, device=stitch or str(models[0].device))
+        labels = restore_input_grid(fused, prepared)
+    with clock.stage("review"):
+        review = review_case(per_model) if len(per_model) > 1 else None
+    return Segmentation(labels, ready.reference, review)
 
 
-def segment_with_retry(case: Case, models: Sequence[LoadedModel],
-                       settings: Settings) -> tuple[np.ndarray, nib.Nifti1Image, str]:
+def segment_with_retry(case: Case, models: Sequence[LoadedModel], settings: Settings, *,
+                       ready: CaseInput | None = None,
+                       clock: StageClock | None = None) -> tuple[Segmentation, str]:
     """segment_case, retried once with low-memory settings when CUDA runs out of memory.
 
     Returns:
-        The label map, its reference image, and a note ("" or LOW_MEMORY_NOTE when the retry was needed).
+        The segmentation and a note ("" or LOW_MEMORY_NOTE when the retry was needed).
     """
     try:
-        return (*segment_case(case, models, settings), "")
+        return segment_case(case, models, settings, ready=ready, clock=clock), ""
     except torch.cuda.OutOfMemoryError:  # leaving the except block frees the failed attempt's tensors
         if settings.low_memory:
             raise
@@ -121,7 +191,7 @@ def segment_with_retry(case: Case, models: Sequence[LoadedModel],
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     low = replace(settings, sw_batch_size=1, low_memory=True)
-    return (*segment_case(case, models, low), LOW_MEMORY_NOTE)
+    return segment_case(case, models, low, ready=ready, clock=clock), LOW_MEMORY_NOTE
 
 
 def output_path(output_dir: Path, case_id: str) -> Path:
@@ -132,19 +202,45 @@ def output_path(output_dir: Path, case_id: str) -> Path:
     return output_dir / f"{case_id}.nii.gz"
 
 
-def run_case(case: Case, models: Sequence[LoadedModel], settings: Settings, output_dir: Path) -> CaseResult:
-    """Segment and write one case, turning any failure (timeout and out-of-memory included) into one sentence."""
-    start = time.perf_counter()
+def run_case(case: Case, models: Sequence[LoadedModel], settings: Settings, output_dir: Path,
+             loading: Future[CaseInput] | None = None) -> CaseResult:
+    """Segment and write one case, turning any failure (timeout and out-of-memory included) into one sentence.
+
+    Args:
+        loading: the case being loaded in the background (its wait counts toward ``case_timeout``); None loads it.
+    """
+    start, clock = time.perf_counter(), StageClock()
+    device = describe_device(models[0].device)
     try:
         with deadline(settings.case_timeout):
-            labels, reference, note = segment_with_retry(case, models, settings)
-            output = output_path(output_dir, case.case_id)
-            write_label_map(convert_labels(labels, settings.labels), reference, output)
+            ready = loading.result() if loading else load_case(case)
+            segmentation, note = segment_with_retry(case, models, settings, ready=ready, clock=clock)
+            extra = segmentation.review.to_json() if segmentation.review else {}
+            if settings.qc_dir is not None:  # before the write: a run stopped meanwhile leaves neither
+                with clock.stage("qc"):
+                    extra |= case_qc(case.case_id, ready, segmentation, settings.qc_dir)
+            with clock.stage("write"):
+                output = output_path(output_dir, case.case_id)
+                write_label_map(convert_labels(segmentation.labels, settings.labels), segmentation.reference, output)
     except (Exception, CaseTimeout) as error:
         log.debug("traceback of %s", display_id(case.case_id), exc_info=True)
         sentence = failure_sentence(case.case_id, error, settings)
-        return CaseResult(case.case_id, Status.FAILED, sentence, time.perf_counter() - start)
-    return CaseResult(case.case_id, Status.OK, "", time.perf_counter() - start, output, note)
+        return CaseResult(case.case_id, Status.FAILED, sentence, time.perf_counter() - start, stages=clock.seconds,
+                          device=device)
+    return CaseResult(case.case_id, Status.OK, "", time.perf_counter() - start, output, note, clock.seconds, device,
+                      extra)
+
+
+def case_qc(case_id: str, ready: CaseInput, segmentation: Segmentation, qc_dir: Path) -> dict[str, object]:
+    """The case's QC picture and volumes (``htcnns.qc``) as report fields; a failure is logged, the case stays OK."""
+    try:
+        qc_dir.mkdir(parents=True, exist_ok=True)
+        written = write_case_qc(case_id, ready.t1c, ready.flair, segmentation.labels, segmentation.reference.affine,
+                                qc_dir)
+    except Exception as error:  # the label map is the product; a picture that fails must not fail the case
+        log.warning("%s: no QC picture (%s: %s)", display_id(case_id), type(error).__name__, error_reason(error))
+        return {}
+    return written.to_report()
 
 
 def failure_sentence(case_id: str, error: BaseException, settings: Settings) -> str:
@@ -179,12 +275,49 @@ def kept_output(case: Case, output_dir: Path, settings: Settings) -> Path | None
     return path
 
 
-def process_case(case: Case, models: Sequence[LoadedModel], settings: Settings, output_dir: Path) -> CaseResult:
+class Prefetch:
+    """Loads cases (``load_case``) one at a time in a background thread, ahead of the networks."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="htcnns-load")
+        self.loading: dict[str, Future[CaseInput]] = {}
+
+    def start(self, case: Case) -> None:
+        """Begin loading ``case`` unless it is loading already."""
+        if case.case_id not in self.loading:
+            self.loading[case.case_id] = self.pool.submit(load_case, case)
+
+    def take(self, case: Case) -> Future[CaseInput] | None:
+        """The loading of ``case`` (None if it was never started); forgotten here, so its memory goes with it."""
+        return self.loading.pop(case.case_id, None)
+
+    def close(self) -> None:
+        """Drop what has not started; a load in progress finishes in its thread, unused."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def plan_cases(cases: Iterable[Case], output_dir: Path, settings: Settings,
+               prefetch: Prefetch) -> Iterator[tuple[Case, Path | None]]:
+    """Each case with its kept output (None: segment it), starting to load the next case to segment before the
+    current one is handed out."""
+    decided = ((case, kept_output(case, output_dir, settings)) for case in cases)
+    upcoming = next(decided, None)
+    while upcoming is not None:
+        case, kept = upcoming
+        if kept is None:
+            prefetch.start(case)
+        upcoming = next(decided, None)
+        if upcoming is not None and upcoming[1] is None:
+            prefetch.start(upcoming[0])
+        yield case, kept
+
+
+def process_case(case: Case, kept: Path | None, models: Sequence[LoadedModel], settings: Settings,
+                 output_dir: Path, prefetch: Prefetch) -> CaseResult:
     """Keep a valid earlier output (SKIPPED), or segment the case (OK/FAILED)."""
-    kept = kept_output(case, output_dir, settings)
     if kept:
         return CaseResult(case.case_id, Status.SKIPPED, output=kept, note="valid output of an earlier run kept")
-    return run_case(case, models, settings, output_dir)
+    return run_case(case, models, settings, output_dir, prefetch.take(case))
 
 
 def discover_cases(input_dir: Path) -> list[Case]:
@@ -235,33 +368,57 @@ def log_result(result: CaseResult) -> None:
 
 
 def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], settings: Settings, *,
-              report_path: Path | None = None, write_report: bool = True) -> tuple[list[CaseResult], Report]:
+              report_path: Path | None = None, write_report: bool = True,
+              shard: Shard | None = None) -> tuple[list[CaseResult], Report]:
     """segment_folder, also returning the report (whose ``error`` says whether its last write failed).
 
     Args:
         report_path: where the report goes (default ``output_dir/htcnns-report.json``).
         write_report: False keeps the report in memory only.
+        shard: segment only this shard's share of the cases (``htcnns.shards``; None: all).
     """
-    cases = discover_cases(input_dir)
+    found = discover_cases(input_dir)
+    cases = select_shard(found, shard)
+    if shard is not None:
+        log.info("shard %s: %d of the %d cases under %s", shard, len(cases), len(found), input_dir)
     prepare_output(output_dir)
-    device = next(models[0].network.parameters()).device
-    run = {"input": str(input_dir.resolve()), "output": str(output_dir.resolve()), "device": describe_device(device),
-           "settings": asdict(settings), "models": model_entries(models)}
+    run = {"input": str(input_dir.resolve()), "output": str(output_dir.resolve()),
+           "device": describe_device(models[0].device), "backend": models[0].backend,
+           "settings": asdict(settings) | {"qc_dir": str(settings.qc_dir) if settings.qc_dir else None},
+           "models": model_entries(models), "shard": str(shard) if shard else None}
     path = (report_path or output_dir / REPORT_NAME) if write_report else None
     report = Report(path, run, [case.case_id for case in cases])
     results: list[CaseResult] = []
+    prefetch = Prefetch()
     try:
-        for case in tqdm(cases, desc="cases", unit="case", disable=None):
+        planned = plan_cases(cases, output_dir, settings, prefetch)
+        bar_off = True if os.environ.get("TQDM_DISABLE") else None  # --quiet; None: a bar on a terminal only
+        for case, kept in tqdm(planned, total=len(cases), desc="cases", unit="case", disable=bar_off):
             report.start(case.case_id)
-            result = process_case(case, models, settings, output_dir)
+            result = process_case(case, kept, models, settings, output_dir, prefetch)
             log_result(result)
             report.record(result)
             results.append(result)
+            if settings.qc_dir is not None:
+                write_batch_page(report, settings.qc_dir)
     except KeyboardInterrupt:
         report.close("interrupted")
         raise
+    finally:
+        prefetch.close()
     report.close("finished")
     return results, report
+
+
+def write_batch_page(report: Report, qc_dir: Path) -> None:
+    """Rewrite the QC folder's index.html and cases.csv from the report; a failure is logged, the run goes on."""
+    try:
+        qc_dir.mkdir(parents=True, exist_ok=True)
+        snapshot = report.to_json()
+        write_index(snapshot, qc_dir)
+        write_csv(snapshot, qc_dir)
+    except (OSError, OutputError) as error:
+        log.warning("the QC page in %s could not be written (%s)", qc_dir, error_reason(error))
 
 
 def segment_folder(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], settings: Settings, *,

@@ -1,11 +1,17 @@
 """Sliding-window prediction of one network with MONAI (overlap 0.6, Gaussian blending).
 
-The batch axis exists only here: ``image`` tensors are (1, 4, x, y, z).
+The batch axis exists only here: ``image`` tensors are (1, 4, x, y, z). On CUDA the networks run under bfloat16
+autocast (float16 where the GPU has no bfloat16) while MONAI blends the windows in float32, and as many windows go
+into one forward pass as free GPU memory allows (``windows_per_pass``). ``fast_inference_settings`` flushes denormal
+floats to zero (the bundled TransBTS computes attention scores of ~1e-44, and denormal arithmetic made its windows
+several times slower on the CPU) and sends attention through ``scaled_dot_product_attention`` (flash attention)
+instead of torch's inference fast path, which forms the whole token-by-token score matrix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +22,20 @@ from htcnns.errors import SettingsError
 from htcnns.weights import LoadedModel
 
 OVERLAP_FRACTION = 0.6
+MAX_WINDOWS_PER_PASS = 16
+CPU_WINDOWS_PER_PASS = 2
+"""Windows per forward pass on the CPU: two were ~1.2x faster per window than one for the U-Net (docs/speed.md)."""
+
+
+def fast_inference_settings() -> None:
+    """Flush denormal floats to zero, and run attention as ``scaled_dot_product_attention`` (module docstring).
+
+    The flush reaches torch's CPU worker threads only when set before torch starts them (the CLI calls this first
+    thing); a later call still covers the calling thread. Both settings are process-wide.
+    """
+    torch.set_flush_denormal(True)
+    torch.backends.mha.set_fastpath_enabled(False)
+    warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
 
 
 @dataclass(frozen=True)
@@ -43,26 +63,54 @@ def to_network_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
 
 
-def sliding_window_logits(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int = 1,
+def windows_that_fit(free_bytes: int, bytes_per_window: int, cap: int = MAX_WINDOWS_PER_PASS) -> int:
+    """How many windows one forward pass may take: half the free memory over one window's peak, 1 to ``cap``."""
+    return max(1, min(cap, free_bytes // 2 // max(bytes_per_window, 1)))
+
+
+def windows_per_pass(image: torch.Tensor, model: LoadedModel) -> int:
+    """Windows per forward pass: ``CPU_WINDOWS_PER_PASS`` on the CPU; on CUDA as many as free memory allows,
+    measured from the peak memory of one window."""
+    if image.device.type != "cuda":
+        return CPU_WINDOWS_PER_PASS
+    window = torch.zeros(1, image.shape[1], *model.manifest.roi_size, device=image.device)
+    torch.cuda.synchronize(image.device)
+    before = torch.cuda.memory_allocated(image.device)
+    torch.cuda.reset_peak_memory_stats(image.device)
+    with torch.inference_mode(), gpu_autocast(image.device):
+        model.predictor(window)
+    peak = torch.cuda.max_memory_allocated(image.device) - before
+    free, _ = torch.cuda.mem_get_info(image.device)
+    return windows_that_fit(free, peak)
+
+
+def gpu_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on a CUDA GPU that has it (else float16); nothing on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def sliding_window_logits(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int | None = None,
                           stitch_device: torch.device | str | None = None) -> torch.Tensor:
     """Blended logits (1, 3, x, y, z) of one network over the whole image.
 
-    Windows are the manifest's ROI; a smaller image is padded and the result cropped back (MONAI).
-    Mixed precision (float16 autocast) is used on CUDA; the CPU runs float32.
+    Windows are the manifest's ROI; a smaller image is padded and the result cropped back (MONAI). The network
+    runs with the model's backend (torch or ONNX Runtime), under autocast on CUDA (``gpu_autocast``); blending
+    is float32.
 
     Args:
+        sw_batch_size: windows per forward pass; None chooses (``windows_per_pass``).
         stitch_device: where the windows are blended and the result is kept (MONAI's ``device``); None keeps
             the image's device, "cpu" saves GPU memory on large images.
     """
-    autocast = (
-        torch.autocast("cuda", dtype=torch.float16) if image.device.type == "cuda" else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
+    batch = sw_batch_size or windows_per_pass(image, model)
+    with torch.inference_mode(), gpu_autocast(image.device):
         logits = sliding_window_inference(
             image,
             roi_size=model.manifest.roi_size,
-            sw_batch_size=sw_batch_size,
-            predictor=model.network,
+            sw_batch_size=batch,
+            predictor=model.predictor,
             overlap=OVERLAP_FRACTION,
             mode="gaussian",
             device=stitch_device,
@@ -70,7 +118,7 @@ def sliding_window_logits(image: torch.Tensor, model: LoadedModel, *, sw_batch_s
     return logits.float()
 
 
-def predict(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int = 1,
+def predict(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int | None = None,
             stitch_device: torch.device | str | None = None) -> RegionProbs:
     """Region probabilities of one network for a prepared image tensor (1, 4, x, y, z)."""
     logits = sliding_window_logits(image, model, sw_batch_size=sw_batch_size, stitch_device=stitch_device)

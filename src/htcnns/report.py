@@ -6,8 +6,15 @@ report: the cases finished so far with their outcome, the others ``pending``. La
     {"format": "htcnns-report/1", "state": "running" | "finished" | "interrupted",
      "started": ISO time, "updated": ISO time, "input": path, "output": path,
      "versions": {"htcnns", "python", "torch", "cuda", "monai", "nibabel", "numpy"},
-     "device": "cpu" or "cuda:0 (GPU name)", "settings": {...}, "models": [{"name", "architecture", "sha256"}],
-     "summary": {status: count}, "cases": [{"case_id", "status", "error", "seconds", "output", "note"}]}
+     "device": "cpu" or "cuda:0 (GPU name)", "backend": "torch" | "onnxruntime", "settings": {...},
+     "models": [{"name", "architecture", "sha256"}], "summary": {status: count},
+     "cases": [{"case_id", "status", "error", "seconds", "output", "note", "device",
+                "stages": {"read", "validate", "preprocess", <each network>, "postprocess", "fuse", "write": s}}]}
+
+OK cases also carry the review fields (``htcnns.review``: ``needs_review``, ``review_reason``, ``review_score``,
+...) and, with QC on, ``volumes_ml``, ``qc_picture`` and ``qc_thumbnail`` (``htcnns.qc``). A case's ``seconds`` is
+the wall time it held the networks; its ``read``/``validate``/``preprocess`` stages ran
+before, in the background, while the previous case was being segmented.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import logging
 import platform
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -60,6 +67,9 @@ class CaseResult:
     seconds: float = 0.0
     output: Path | None = None
     note: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    device: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -70,7 +80,8 @@ class CaseResult:
         """The case's entry in the report (output as a file name inside OUT)."""
         return {"case_id": self.case_id, "status": self.status.value, "error": self.error,
                 "seconds": round(self.seconds, 3), "output": self.output.name if self.output else None,
-                "note": self.note}
+                "note": self.note, "device": self.device,
+                "stages": {stage: round(seconds, 3) for stage, seconds in self.stages.items()}, **self.extra}
 
 
 def versions() -> dict[str, str | None]:

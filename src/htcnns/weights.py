@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,13 @@ from htcnns.errors import WeightsError
 from htcnns.labels import MODALITIES, REGIONS
 from htcnns.networks import ARCHITECTURES, build_network
 from htcnns.networks.ensemble import EnsembleNetwork
+from htcnns.onnx_backend import ONNX_NAME, OnnxFile, OnnxNetwork, export_onnx
 from htcnns.postprocess import PostprocessParams
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.safetensors"
 FORMAT_VERSION = 1
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,14 @@ class Manifest:
     outputs: tuple[str, ...] = REGIONS
     provenance: dict[str, Any] = field(default_factory=dict)
     ensemble: tuple[EnsembleMember, ...] = ()
+    onnx: OnnxFile | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as written to disk (with the fixed label semantics spelled out)."""
         data = asdict(self)
         data["format_version"] = FORMAT_VERSION
+        if self.onnx is None:
+            del data["onnx"]
         if not self.ensemble:
             del data["ensemble"]
             data["weights_file"] = WEIGHTS_NAME
@@ -74,6 +79,8 @@ class Manifest:
             fields["input_modalities"] = tuple(fields.get("input_modalities", MODALITIES))
             fields["outputs"] = tuple(fields.get("outputs", REGIONS))
             fields["ensemble"] = tuple(EnsembleMember(**member) for member in fields.get("ensemble", ()))
+            if fields.get("onnx") is not None:
+                fields["onnx"] = OnnxFile(**{**fields["onnx"], "roi_size": tuple(fields["onnx"]["roi_size"])})
             return cls(**fields)
         except (KeyError, TypeError) as error:
             raise WeightsError(f"{source}: manifest is incomplete or has unknown fields ({error})") from error
@@ -81,11 +88,28 @@ class Manifest:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified network in eval mode on its device, with its manifest."""
+    """A verified network in eval mode on its device, with its manifest; ``runner`` is what maps windows to
+    logits: the network itself (backend torch) or its verified ONNX file in ONNX Runtime (backend onnxruntime)."""
 
     manifest: Manifest
     network: torch.nn.Module
     folder: Path
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's tensors (and the image it is given) live."""
+        return next(self.network.parameters()).device
+
+    @property
+    def predictor(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Windows (N, 4, *roi) -> logits (N, 3, *roi) with this model's backend."""
+        return self.runner or self.network
+
+    @property
+    def backend(self) -> str:
+        """``torch`` or ``onnxruntime``."""
+        return "onnxruntime" if self.runner is not None else "torch"
 
 
 def sha256_of(path: Path) -> str:
@@ -107,12 +131,13 @@ def read_manifest(folder: Path) -> Manifest:
     return Manifest.from_json(data, path)
 
 
-def load_model(folder: Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Verify and load one model folder.
+def load_model(folder: Path, device: torch.device | str = "cpu", backend: str = "torch") -> LoadedModel:
+    """Verify and load one model folder; with backend ``onnxruntime`` also its ONNX file.
 
     Raises:
-        WeightsError: the manifest is missing or malformed, the checksum differs, the architecture is
-            unknown, or the tensors do not fit the architecture.
+        WeightsError: the manifest is missing or malformed, a checksum differs, the architecture is unknown, the
+            tensors do not fit the architecture, or (onnxruntime) the ONNX file is missing, altered or not made
+            from these weights at this window size.
     """
     manifest = read_manifest(folder)
     _check_manifest(manifest, folder)
@@ -124,7 +149,27 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> LoadedModel:
     else:
         network = EnsembleNetwork([_load_network(manifest, _member_path(folder, member.weights_file), member.sha256)
                                    for member in manifest.ensemble])
-    return LoadedModel(manifest, network.to(device).eval(), folder)
+    runner = onnx_runner(manifest, folder, torch.device(device)) if backend == "onnxruntime" else None
+    return LoadedModel(manifest, network.to(device).eval(), folder, runner)
+
+
+def onnx_runner(manifest: Manifest, folder: Path, device: torch.device) -> OnnxNetwork:
+    """The model's ONNX file in ONNX Runtime, after checking that it belongs to these weights and this window."""
+    entry = manifest.onnx
+    if entry is None:
+        raise WeightsError(f"{folder}: has no ONNX file; make one with `htcnns export --onnx` or use --backend torch.")
+    if entry.weights_sha256 != manifest.sha256 or entry.roi_size != manifest.roi_size:
+        raise WeightsError(f"{folder / entry.file}: was made from weights {entry.weights_sha256[:12]}… at window "
+                           f"{entry.roi_size}, but the folder holds {manifest.sha256[:12]}… at {manifest.roi_size}; "
+                           "re-export it with `htcnns export --onnx`.")
+    path = folder / entry.file
+    if Path(entry.file).name != entry.file or not path.is_file():
+        raise WeightsError(f"{path}: ONNX file is missing; make it with `htcnns export --onnx` or use --backend torch.")
+    actual = sha256_of(path)
+    if actual != entry.sha256:
+        raise WeightsError(f"{path}: sha256 is {actual} but {MANIFEST_NAME} expects {entry.sha256}; the file is "
+                           "corrupt or was replaced. Refusing to use it: restore the model folder or re-export it.")
+    return OnnxNetwork(path, entry.roi_size, device)
 
 
 def _load_network(manifest: Manifest, weights: Path, expected_sha256: str) -> torch.nn.Module:
@@ -172,14 +217,21 @@ def _check_manifest(manifest: Manifest, folder: Path) -> None:
         )
 
 
-def save_model(network: torch.nn.Module, manifest: Manifest, folder: Path) -> Manifest:
-    """Write ``weights.safetensors`` and ``manifest.json`` (with the weights' sha256) into ``folder``.
+def save_model(network: torch.nn.Module, manifest: Manifest, folder: Path, onnx: bool = False) -> Manifest:
+    """Write ``weights.safetensors`` and ``manifest.json`` (with the weights' sha256) into ``folder``; with ``onnx``
+    also ``network.onnx`` made from those weights (listed in the manifest), else any old ONNX file is removed.
 
     Returns:
-        The manifest as written, with ``sha256`` filled in.
+        The manifest as written, with ``sha256`` (and ``onnx``) filled in.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    written = replace(manifest, sha256=_write_weights(network, folder / WEIGHTS_NAME), ensemble=())
+    written = replace(manifest, sha256=_write_weights(network, folder / WEIGHTS_NAME), ensemble=(), onnx=None)
+    (folder / ONNX_NAME).unlink(missing_ok=True)
+    if onnx:
+        export_onnx(network, written.roi_size, folder / ONNX_NAME)
+        (folder / ONNX_NAME).chmod(0o644)
+        written = replace(written, onnx=OnnxFile(ONNX_NAME, sha256_of(folder / ONNX_NAME), written.roi_size,
+                                                 written.sha256))
     (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
     return written
 
@@ -196,7 +248,7 @@ def save_ensemble(members: Mapping[str, torch.nn.Module], manifest: Manifest, fo
     folder.mkdir(parents=True, exist_ok=True)
     listed = tuple(EnsembleMember(f"{stem}.safetensors", _write_weights(network, folder / f"{stem}.safetensors"))
                    for stem, network in members.items())
-    written = replace(manifest, sha256=ensemble_sha256(listed), ensemble=listed)
+    written = replace(manifest, sha256=ensemble_sha256(listed), ensemble=listed, onnx=None)
     (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
     return written
 

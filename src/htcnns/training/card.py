@@ -130,6 +130,9 @@ def _roi_change_note(change: dict | None) -> str:
     """A paragraph on an inference ROI set after training, with the Dice measured at both sizes."""
     if not change:
         return ""
+    if "synthetic_dice_after" not in change:
+        return (f"\n**Inference ROI changed after training** from {change['from']}^3 to {change['to']}^3: "
+                f"{change['reason']}.\n")
     return (f"\n**Inference ROI changed after training** from {change['from']}^3 to {change['to']}^3: "
             f"{change['reason']}. Dice on held-out phantoms {change['validation_seeds']} (synthetic): "
             f"{change['synthetic_dice_after']} at the new ROI, {change['synthetic_dice_before']} at the old.\n")

@@ -1,0 +1,125 @@
+"""The Python API: ``Segmenter`` loads and verifies the networks once, then segments cases or whole folders.
+
+    from htcnns import Segmenter
+
+    segmenter = Segmenter()                                # bundled models, GPU when present, torch backend
+    result = segmenter.segment("BraTS-GLI-00001-000/")     # a case folder, four paths, or four arrays + affine
+    result.volumes_ml["WT"], result.review.needs_review
+    result.save("BraTS-GLI-00001-000.nii.gz")
+
+The CLI's ``segment`` is ``Segmenter.segment_folder``; both run the same stages (``htcnns.pipeline``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from htcnns.cases import Case, find_cases
+from htcnns.errors import InputError
+from htcnns.fuse import FusionMethod
+from htcnns.io import Volume, write_label_map
+from htcnns.labels import MODALITIES, LabelConvention, convert_labels
+from htcnns.pipeline import CaseInput, Settings, load_case, load_models, run_batch, segment_case
+from htcnns.pipeline import default_models_root as bundled_models
+from htcnns.preprocess import preprocess
+from htcnns.qc import region_volumes_ml
+from htcnns.report import CaseResult, Report
+from htcnns.review import Review
+from htcnns.shards import Shard
+from htcnns.timing import StageClock
+from htcnns.validate import validate_case
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """One segmented case: BraTS 2023 labels (1 NCR, 2 ED, 3 ET) on the input grid, that grid's affine and image,
+    volumes in ml (NCR, ED, ET, TC, WT), the networks' agreement and the seconds of each stage."""
+
+    labels: np.ndarray
+    affine: np.ndarray
+    reference: nib.Nifti1Image
+    volumes_ml: dict[str, float]
+    review: Review | None
+    seconds: dict[str, float]
+
+    def save(self, path: str | Path, labels: LabelConvention = LabelConvention.BRATS2023) -> Path:
+        """Write the label map as NIfTI with the input's geometry (atomically); returns the path."""
+        target = Path(path)
+        write_label_map(convert_labels(self.labels, labels), self.reference, target)
+        return target
+
+
+class Segmenter:
+    """The three verified networks, loaded once, and the settings they run with."""
+
+    def __init__(self, models: str | Path | None = None, device: str = "auto", backend: str = "torch",
+                 fusion: str = "staple") -> None:
+        """Load every model folder under ``models`` (default: the bundled ones) onto ``device`` for ``backend``
+        (``torch`` or ``onnxruntime``); ``fusion`` is ``staple`` or ``majority``."""
+        self.settings = Settings(device=device, fusion=FusionMethod(fusion))
+        self.models = load_models(Path(models) if models else bundled_models(), device, backend)
+
+    def segment(self, case: str | Path | None = None, *, t1n: object = None, t1c: object = None,
+                t2w: object = None, t2f: object = None, affine: np.ndarray | None = None,
+                case_id: str = "case") -> SegmentationResult:
+        """Segment one case, given as a folder holding one case, as four file paths, or as four (X, Y, Z) arrays
+        with the 4x4 voxel-to-world ``affine`` they share.
+
+        Raises:
+            InputError: the input is missing, ambiguous (a folder of several cases) or fails validation.
+        """
+        clock = StageClock()
+        ready = self._input(case, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f}, affine, case_id, clock)
+        segmentation = segment_case(Case(case_id), self.models, self.settings, ready=ready, clock=clock)
+        volumes = region_volumes_ml(segmentation.labels, segmentation.reference.affine)
+        return SegmentationResult(segmentation.labels, segmentation.reference.affine, segmentation.reference,
+                                  volumes, segmentation.review, clock.seconds)
+
+    def segment_folder(self, input_dir: str | Path, output_dir: str | Path, *, qc_dir: str | Path | None = None,
+                       report_path: Path | None = None, write_report: bool = True, shard: Shard | None = None,
+                       **settings: object) -> tuple[list[CaseResult], Report]:
+        """Every case under ``input_dir`` into ``output_dir/<case-id>.nii.gz`` (as ``htcnns segment``); extra
+        keyword arguments override this segmenter's ``Settings`` (e.g. ``case_timeout=900``)."""
+        chosen = Settings(**{**self.settings.__dict__, "qc_dir": Path(qc_dir) if qc_dir else None, **settings})
+        return run_batch(Path(input_dir), Path(output_dir), self.models, chosen, report_path=report_path,
+                         write_report=write_report, shard=shard)
+
+    @staticmethod
+    def _input(case: str | Path | None, images: Mapping[str, object], affine: np.ndarray | None, case_id: str,
+               clock: StageClock) -> CaseInput:
+        """The loaded case for any of ``segment``'s input forms."""
+        given = {m: v for m, v in images.items() if v is not None}
+        if case is not None and given:
+            raise InputError("give a case folder or the four images, not both")
+        if case is not None:
+            found = find_cases(Path(case))
+            if len(found) != 1:
+                raise InputError(f"{case}: expected one case, found {len(found)}; use segment_folder for several")
+            return load_case(found[0])
+        if sorted(given) != sorted(MODALITIES):
+            raise InputError(f"give all four images ({', '.join(MODALITIES)}); missing "
+                             f"{', '.join(m for m in MODALITIES if m not in given) or 'none'}")
+        if all(isinstance(v, str | Path) for v in given.values()):
+            return load_case(Case(case_id, {m: Path(str(v)) for m, v in given.items()}))
+        if affine is None:
+            raise InputError("arrays need the affine (4x4 voxel-to-world) they share")
+        return _from_arrays(given, np.asarray(affine, dtype=np.float64), case_id, clock)
+
+
+def _from_arrays(arrays: Mapping[str, object], affine: np.ndarray, case_id: str, clock: StageClock) -> CaseInput:
+    """A loaded case from four in-memory arrays (validated like files)."""
+    volumes = {}
+    for modality, array in arrays.items():
+        data = np.asarray(array, dtype=np.float32)
+        volumes[modality] = Volume(Path(f"<{modality} array>"), data, nib.Nifti1Image(data, affine))
+    with clock.stage("validate"):
+        loaded = validate_case(case_id, volumes)
+    with clock.stage("preprocess"):
+        prepared = preprocess(loaded)
+    t1c, flair = (loaded.image[MODALITIES.index(m)] for m in ("t1c", "t2f"))
+    return CaseInput(prepared, loaded.reference, dict(clock.seconds), t1c, flair)
