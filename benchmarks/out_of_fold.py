@@ -32,6 +32,7 @@ from htcnns.overlay import save_overlay
 from htcnns.pipeline import load_models, model_labels
 from htcnns.predict import to_network_input
 from htcnns.preprocess import restore_input_grid
+from htcnns.review import Review, review_case
 from htcnns.training.real import RealCase, find_labelled_cases, load_real_case
 from htcnns.weights import LoadedModel
 
@@ -47,14 +48,15 @@ def held_out(models: list[LoadedModel]) -> set[str]:
     return set(sets.pop())
 
 
-def score_case(case: RealCase, models: list[LoadedModel]) -> tuple[dict[str, dict[str, float]], np.ndarray]:
-    """Dice per network and for the STAPLE fusion; returns them and the fused label map on the case's grid."""
+def score_case(case: RealCase, models: list[LoadedModel]) -> tuple[dict[str, dict[str, float]], np.ndarray, Review]:
+    """Dice per network and for the STAPLE fusion; returns them, the fused label map on the case's grid and the
+    review of the networks' agreement (as ``htcnns segment`` computes it)."""
     image = to_network_input(case.prepared.image, next(models[0].network.parameters()).device)
     per_model = {base_name(m.manifest.name): model_labels(image, case.prepared, m) for m in models}
     fused = fuse_label_maps(list(per_model.values()), "staple", device="cpu")
     labels = {**per_model, FUSED: fused}
     scored = {name: region_dice(restore_input_grid(lab, case.prepared), case.labels) for name, lab in labels.items()}
-    return scored, restore_input_grid(fused, case.prepared)
+    return scored, restore_input_grid(fused, case.prepared), review_case(list(per_model.values()))
 
 
 def overlay(case: RealCase, flair_path: Path, fused: np.ndarray, path: Path, title: str) -> None:
@@ -74,6 +76,15 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     for case_id, runs in rows:
         lines.append(f"{case_id:<24}" + "".join(f"{' / '.join(f'{runs[n][r]:.3f}' for r in REGIONS):>22}"
                                                  for n in names))
+    return "\n".join(lines)
+
+
+def review_table(results: dict[str, dict[str, dict[str, float]]], reviews: dict[str, Review]) -> str:
+    """Per case: the review score, the flag and its reason beside the fusion's Dice (is a low Dice flagged?)."""
+    lines = [f"{'case':<24}{'STAPLE WT/TC/ET':>22}  score  flagged  reason"]
+    for case_id, review in reviews.items():
+        dice = " / ".join(f"{results[case_id][FUSED][r]:.3f}" for r in REGIONS)
+        lines.append(f"{case_id:<24}{dice:>22}  {review.score:.3f}  {str(review.needs_review):<7}  {review.reason}")
     return "\n".join(lines)
 
 
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write per-case Dice here")
     parser.add_argument("--overlays", type=Path, help="write <case>.png overlays of the fusion here")
     parser.add_argument("--record", type=Path, help="write the scores into this models folder's manifests and cards")
+    parser.add_argument("--review-json", type=Path, help="write each case's review (networks' agreement) here")
     parser.add_argument("--roi", type=roi_override, action="append", default=[], metavar="NAME=EDGE",
                         help="run network NAME with cubic windows of EDGE voxels instead of its manifest's")
     args = parser.parse_args(argv)
@@ -135,18 +147,23 @@ def main(argv: list[str] | None = None) -> int:
         models = with_windows(load_models(folder, "cpu"), rois)
         plans.append((models, held_out(models) & set(cases)))
     results: dict[str, dict[str, dict[str, float]]] = {}
+    reviews: dict[str, Review] = {}
     for models, case_ids in plans:
         for case_id in sorted(case_ids):
             case = load_real_case(cases[case_id])
-            results[case_id], fused = score_case(case, models)
+            results[case_id], fused, reviews[case_id] = score_case(case, models)
             print(case_id, {n: [round(d[r], 3) for r in REGIONS] for n, d in results[case_id].items()}, flush=True)
             if args.overlays:
                 args.overlays.mkdir(parents=True, exist_ok=True)
                 overlay(case, cases[case_id].case.paths["t2f"], fused, args.overlays / f"{case_id}.png",
                         f"{case_id} (real, out-of-fold), FLAIR")
     print(table(results))
+    print(review_table(results, reviews))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.review_json:
+        args.review_json.write_text(json.dumps({c: {"staple_dice": results[c][FUSED], **r.to_json()}
+                                                for c, r in reviews.items()}, indent=2) + "\n")
     if args.record:
         record(args.record, results, args.fold)
     return 0

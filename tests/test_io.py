@@ -60,7 +60,7 @@ def test_interrupted_write_leaves_no_file_and_keeps_the_old_one(tmp_path: Path, 
     path = tmp_path / "report.json"
     atomic_write_text(path, "old")
 
-    def stop_half_way(self, text, encoding):
+    def stop_half_way(self, text, encoding, errors=None):
         Path(self).write_bytes(b"par")
         raise KeyboardInterrupt
 

@@ -11,6 +11,7 @@ from htcnns.cases import find_cases
 from htcnns.errors import InputError
 from htcnns.io import read_volume
 from htcnns.labels import MODALITIES
+from htcnns.pipeline import Settings, input_warnings, load_case
 from htcnns.validate import output_problem, validate_case
 
 
@@ -123,3 +124,21 @@ def test_output_older_than_an_input_is_not_kept(case_dir: Path, tmp_path: Path):
     path = write_output(tmp_path / "o.nii.gz", np.zeros((32, 36, 24), np.uint8))
     os.utime(path, (1, 1))
     assert output_problem(path, case.paths, LABELS) == "an input file is newer than it"
+
+
+
+def test_scans_that_do_not_look_like_brats_space_are_named(tmp_path: Path):
+    """Thick slices, a whole-head field of view and a background that is not 0: one clause each."""
+    assert load_case(find_cases(write_case(tmp_path / "ok", "OK-1", brain_volumes()))[0]).warnings == ()
+    thick = np.diag([0.9, 0.9, 5.5, 1.0])
+    [case] = find_cases(write_case(tmp_path / "thick", "THICK-1", brain_volumes((40, 40, 26)), thick))
+    assert load_case(case).warnings == ("THICK-1: THICK-1-t1c.nii.gz may not be in BraTS space: its voxels are "
+                                        "0.9 x 0.9 x 5.5 mm, not about 1 mm isotropic",)
+    head = brain_volumes((64, 64, 40)) + 5.0  # a background of 5 everywhere: the skull and air still on
+    [case] = find_cases(write_case(tmp_path / "head", "HEAD-1", head, np.diag([5.0, 5.0, 5.0, 1.0])))
+    ready = load_case(case)
+    assert len(ready.warnings) == 3 and "field of view (320 x 320 x 200 mm)" in ready.warnings[1]
+    assert "only 0 % of its voxels are 0" in ready.warnings[2]
+    assert input_warnings(ready, Settings()) == ready.warnings
+    with pytest.raises(InputError, match=r"refused \(--strict-input\): the networks expect BraTS-preprocessed"):
+        input_warnings(ready, Settings(strict_input=True))

@@ -122,4 +122,4 @@ def _from_arrays(arrays: Mapping[str, object], affine: np.ndarray, case_id: str,
     with clock.stage("preprocess"):
         prepared = preprocess(loaded)
     t1c, flair = (loaded.image[MODALITIES.index(m)] for m in ("t1c", "t2f"))
-    return CaseInput(prepared, loaded.reference, dict(clock.seconds), t1c, flair)
+    return CaseInput(prepared, loaded.reference, dict(clock.seconds), t1c, flair, loaded.warnings)

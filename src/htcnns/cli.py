@@ -89,6 +89,9 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--shard", type=shard_argument, default=None, metavar="i/N",
                         help="segment only shard i of N (0-based, by case id; default: from SLURM_ARRAY_TASK_ID / "
                              "JOB_COMPLETION_INDEX when set, else every case); see container/CLUSTERS.md")
+    parser.add_argument("--strict-input", action="store_true",
+                        help="refuse cases that do not look BraTS-preprocessed (thick or anisotropic voxels, a "
+                             "field of view larger than the BraTS grid, the skull still on); default: warn")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings and errors only")
     parser.set_defaults(run=run_segment)
 
@@ -110,7 +113,8 @@ def run_segment(args: argparse.Namespace) -> int:
     results, report = segmenter.segment_folder(
         args.input, args.output, qc_dir=qc_dir, report_path=args.report, write_report=not args.no_report,
         shard=args.shard or shard_from_environment(), labels=LabelConvention(args.labels),
-        sw_batch_size=args.sw_batch_size, case_timeout=args.case_timeout, overwrite=args.overwrite)
+        sw_batch_size=args.sw_batch_size, case_timeout=args.case_timeout, overwrite=args.overwrite,
+        strict_input=args.strict_input)
     failed = sum(not r.ok for r in results)
     kept = sum(r.status is Status.SKIPPED for r in results)
     log.info("%d of %d cases segmented (%d kept from an earlier run) into %s", len(results) - failed, len(results),

@@ -43,7 +43,7 @@ from htcnns.report import REPORT_NAME, CaseResult, Report, Status, describe_devi
 from htcnns.review import Review, review_case
 from htcnns.shards import Shard, select_shard
 from htcnns.timing import StageClock
-from htcnns.validate import output_problem, validate_case
+from htcnns.validate import PREPARE_ADVICE, output_problem, validate_case
 from htcnns.weights import LoadedModel, find_model_folders, load_model
 
 __all__ = ["CaseResult", "LabelConvention", "Settings", "Status", "segment_case", "segment_folder"]
@@ -59,6 +59,7 @@ class Settings:
 
     case_timeout: seconds of wall clock one case may take (None: no limit).
     qc_dir: where each case's QC picture and the batch's index.html and cases.csv go (None: no QC).
+    strict_input: refuse a case that does not look BraTS-preprocessed (else it is segmented with a warning).
     overwrite: segment every case again instead of keeping valid outputs of an earlier run.
     low_memory: blend windows and fuse on the CPU (used by the retry after a CUDA out-of-memory).
     """
@@ -71,6 +72,7 @@ class Settings:
     overwrite: bool = False
     low_memory: bool = False
     qc_dir: Path | None = None
+    strict_input: bool = False
 
 
 def default_models_root() -> Path:
@@ -95,6 +97,7 @@ class CaseInput:
     seconds: dict[str, float]
     t1c: np.ndarray | None = None
     flair: np.ndarray | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def load_case(case: Case) -> CaseInput:
     with clock.stage("preprocess"):
         prepared = preprocess(loaded)
     t1c, flair = (loaded.image[MODALITIES.index(m)] for m in ("t1c", "t2f"))
-    return CaseInput(prepared, loaded.reference, clock.seconds, t1c, flair)
+    return CaseInput(prepared, loaded.reference, clock.seconds, t1c, flair, loaded.warnings)
 
 
 def model_labels(image: torch.Tensor, prepared: Prepared, model: LoadedModel, sw_batch_size: int | None = None,
@@ -214,6 +217,7 @@ def run_case(case: Case, models: Sequence[LoadedModel], settings: Settings, outp
     try:
         with deadline(settings.case_timeout):
             ready = loading.result() if loading else load_case(case)
+            note_input = input_warnings(ready, settings)
             segmentation, note = segment_with_retry(case, models, settings, ready=ready, clock=clock)
             extra = segmentation.review.to_json() if segmentation.review else {}
             if settings.qc_dir is not None:  # before the write: a run stopped meanwhile leaves neither
@@ -227,8 +231,18 @@ def run_case(case: Case, models: Sequence[LoadedModel], settings: Settings, outp
         sentence = failure_sentence(case.case_id, error, settings)
         return CaseResult(case.case_id, Status.FAILED, sentence, time.perf_counter() - start, stages=clock.seconds,
                           device=device)
+    note = "; ".join(filter(None, [note, *(w.split(": ", 1)[1] for w in note_input)]))
     return CaseResult(case.case_id, Status.OK, "", time.perf_counter() - start, output, note, clock.seconds, device,
                       extra)
+
+
+def input_warnings(ready: CaseInput, settings: Settings) -> tuple[str, ...]:
+    """Log the case's not-BraTS-space warnings and return them; with ``strict_input`` they refuse the case."""
+    if ready.warnings and settings.strict_input:
+        raise InputError(f"{'; '.join(ready.warnings)}; refused (--strict-input): {PREPARE_ADVICE}.")
+    for warning in ready.warnings:
+        log.warning("%s; %s (--strict-input refuses such cases).", warning, PREPARE_ADVICE)
+    return ready.warnings
 
 
 def case_qc(case_id: str, ready: CaseInput, segmentation: Segmentation, qc_dir: Path) -> dict[str, object]:

@@ -28,6 +28,7 @@ class LoadedCase:
     case_id: str
     image: np.ndarray
     reference: nib.Nifti1Image
+    warnings: tuple[str, ...] = ()
 
     @property
     def affine(self) -> np.ndarray:
@@ -52,7 +53,31 @@ def validate_case(case_id: str, volumes: Mapping[str, Volume]) -> LoadedCase:
     for modality in MODALITIES:
         _check_volume(case_id, volumes[modality], reference)
     image = np.stack([volumes[modality].data for modality in MODALITIES])
-    return LoadedCase(case_id, image, reference.image)
+    return LoadedCase(case_id, image, reference.image, brats_space_warnings(case_id, reference))
+
+
+BRATS_FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)
+PREPARE_ADVICE = ("the networks expect BraTS-preprocessed scans (co-registered, skull-stripped, 1 mm isotropic on "
+                  "the SRI24 grid): prepare the case that way first (e.g. BraTS Toolkit)")
+
+
+def brats_space_warnings(case_id: str, volume: Volume) -> tuple[str, ...]:
+    """Why the t1c ``volume`` does not look like BraTS space (thick or anisotropic voxels, a field of view far
+    larger than the SRI24 grid's, signal all over the background as with the skull on): one clause each, naming
+    the case and the file (``PREPARE_ADVICE`` says what to do)."""
+    spacing = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
+    found = []
+    if spacing.max() > 1.5 or spacing.min() < 0.5 or spacing.max() / spacing.min() > 1.5:
+        found.append(f"its voxels are {' x '.join(f'{v:.2g}' for v in spacing)} mm, not about 1 mm isotropic")
+    view = spacing * np.array(volume.data.shape)
+    if (view > 1.25 * np.array(BRATS_FIELD_OF_VIEW_MM)).any():
+        found.append(f"its field of view ({' x '.join(f'{v:.0f}' for v in view)} mm) is far larger than the "
+                     "BraTS grid's 240 x 240 x 155 mm")
+    background = float((volume.data == 0).mean())
+    if background < 0.2:
+        found.append(f"only {100 * background:.0f} % of its voxels are 0, as if the skull and background were "
+                     "still there (BraTS scans are 0 outside the brain)")
+    return tuple(f"{case_id}: {volume.path.name} may not be in BraTS space: {reason}" for reason in found)
 
 
 def _check_affine(case_id: str, volume: Volume) -> None:
