@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     parser.add_argument("--models", type=Path, default=None, help="folder of model folders (default: bundled)")
     parser.add_argument("--cases", type=int, default=6, help="cases in the folder-throughput run (default: 6)")
+    parser.add_argument("--keep", type=Path, default=None, help="write the folder run's outputs (and QC page) here")
     args = parser.parse_args(argv)
     if not (REAL_CASE / "BraTS-GLI-00001-000-t1c.nii.gz").is_file():
         print(f"skipped: the real case is not at {REAL_CASE}")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             copy_case(case, work / "folder")
         separate = sum(segment(work / "folder" / c.name, work / "separate" / c.name, options)[0] for c in cases)
-        together, _ = segment(work / "folder", work / "together", options)
+        together, _ = segment(work / "folder", args.keep or work / "together", options)
     print(f"folder of {len(cases)} real cases: one process per case {separate:.1f} s, one folder run "
           f"{together:.1f} s ({separate / together:.2f}x; {together / len(cases):.1f} s per case)")
     return 0

@@ -117,11 +117,12 @@ def _brain(image: np.ndarray) -> np.ndarray:
 
 def _cropped(view: _View, margin: int = 3) -> _View:
     """The view cut to the bounding box of brain and tumour (plus ``margin``), so panels show the head."""
-    voxels = np.argwhere(_brain(view.t1c) | _brain(view.flair) | (view.labels > 0))
-    if len(voxels) == 0:
+    shown = _brain(view.t1c) | _brain(view.flair) | (view.labels > 0)
+    if not shown.any():
         return view
-    low = np.maximum(voxels.min(axis=0) - margin, 0)
-    high = np.minimum(voxels.max(axis=0) + margin + 1, view.labels.shape)
+    spans = [np.flatnonzero(shown.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    low = np.maximum(np.array([span[0] for span in spans]) - margin, 0)
+    high = np.minimum(np.array([span[-1] for span in spans]) + margin + 1, view.labels.shape)
     box = tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))
     affine = view.affine.copy()
     affine[:3, 3] = view.affine[:3, :3] @ low + view.affine[:3, 3]  # the crop's voxel 0 keeps its world position
@@ -191,7 +192,11 @@ def save_qc_picture(t1c: np.ndarray, flair: np.ndarray, labels: np.ndarray, affi
         ValueError: the arrays are not 3-D or differ in shape.
         OutputError: the file cannot be written.
     """
-    view = _cropped(_view(t1c, flair, labels, affine))
+    _draw_picture(_cropped(_view(t1c, flair, labels, affine)), path, title)
+
+
+def _draw_picture(view: _View, path: Path, title: str) -> None:
+    """``save_qc_picture`` of a view already made RAS+ and cropped."""
     centre = slice_centre(view.labels, _brain(view.t1c) | _brain(view.flair))
     zooms = np.sqrt((view.affine[:3, :3] ** 2).sum(axis=0))
     figure = Figure(figsize=(10, 7.2))
@@ -211,7 +216,11 @@ def save_qc_picture(t1c: np.ndarray, flair: np.ndarray, labels: np.ndarray, affi
 def save_thumbnail(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, path: Path,
                    size_px: int = THUMBNAIL_PX) -> None:
     """Write a small axial PNG (``size_px`` square) through the tumour's centre with the overlay, for web pages."""
-    view = _cropped(_view(image, image, labels, affine))
+    _draw_thumbnail(_cropped(_view(image, image, labels, affine)), path, size_px)
+
+
+def _draw_thumbnail(view: _View, path: Path, size_px: int = THUMBNAIL_PX) -> None:
+    """``save_thumbnail`` of a view already made RAS+ and cropped (its T1c shown)."""
     centre = slice_centre(view.labels, view.t1c)
     zooms = np.sqrt((view.affine[:3, :3] ** 2).sum(axis=0))
     figure = Figure(figsize=(size_px / 100, size_px / 100), facecolor="black")
@@ -241,8 +250,9 @@ def write_case_qc(case_id: str, t1c: np.ndarray, flair: np.ndarray, labels: np.n
     if problem:
         raise ValueError(f"{display_id(case_id)}: {problem}")
     picture, thumbnail = (qc_dir / name for name in qc_file_names(case_id))
-    save_qc_picture(t1c, flair, labels, affine, picture, case_id)
-    save_thumbnail(t1c, labels, affine, thumbnail)
+    view = _cropped(_view(t1c, flair, labels, affine))  # made once for both pictures
+    _draw_picture(view, picture, case_id)
+    _draw_thumbnail(view, thumbnail)
     return CaseQC(case_id, picture, thumbnail, region_volumes_ml(labels, affine), time.perf_counter() - start)
 
 

@@ -112,11 +112,11 @@ def _check_volume(case_id: str, volume: Volume, reference: Volume) -> None:
 
 
 def _check_values(case_id: str, name: str, data: np.ndarray) -> None:
-    if not np.isfinite(data).all():
+    low, high = float(data.min()), float(data.max())  # NaN propagates through min and max: two passes in all
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise InputError(f"{case_id}: {name} contains NaN or infinite values; fix or re-export the image.")
-    if not data.any():
+    if low == high == 0:
         raise InputError(f"{case_id}: {name} is all zero; the image holds no brain to segment.")
-    low, high = float(data.min()), float(data.max())
     if low == high:
         raise InputError(f"{case_id}: {name} holds the value {low:g} in every voxel; the image holds no brain "
                          "to segment, re-export it.")

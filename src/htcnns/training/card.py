@@ -75,9 +75,17 @@ input channels t1n, t1c, t2w, t2f (z-scored over the brain), sliding-window ROI 
 | {_validation_title(prov)} | {dice} |
 | date | {prov["date"]} |
 | weights sha256 | `{manifest.sha256}` |
-
+{_onnx_row(manifest)}
 Post-processing: {json.dumps(asdict(manifest.postprocessing))}{_tuning_note(prov.get("et_threshold_tuning"))}.
 {_roi_change_note(prov.get("inference_roi_change"))}"""
+
+
+def _onnx_row(manifest: Manifest) -> str:
+    """The card's row on the ONNX file made from the weights (``htcnns export --onnx``), or ""."""
+    if manifest.onnx is None:
+        return ""
+    return (f"| ONNX (`--backend onnxruntime`) | `{manifest.onnx.file}`, sha256 `{manifest.onnx.sha256}`, made from "
+            f"these weights at window {manifest.onnx.roi_size[0]}^3 |\n")
 
 
 def _inherited_terms(prov: dict) -> str:
