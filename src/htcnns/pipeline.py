@@ -60,6 +60,7 @@ class Settings:
     case_timeout: seconds of wall clock one case may take (None: no limit).
     qc_dir: where each case's QC picture and the batch's index.html and cases.csv go (None: no QC).
     strict_input: refuse a case that does not look BraTS-preprocessed (else it is segmented with a warning).
+    prefetch: load the next case in the background while the networks run on this one.
     overwrite: segment every case again instead of keeping valid outputs of an earlier run.
     low_memory: blend windows and fuse on the CPU (used by the retry after a CUDA out-of-memory).
     """
@@ -73,6 +74,7 @@ class Settings:
     low_memory: bool = False
     qc_dir: Path | None = None
     strict_input: bool = False
+    prefetch: bool = True
 
 
 def default_models_root() -> Path:
@@ -321,7 +323,7 @@ def plan_cases(cases: Iterable[Case], output_dir: Path, settings: Settings,
         if kept is None:
             prefetch.start(case)
         upcoming = next(decided, None)
-        if upcoming is not None and upcoming[1] is None:
+        if upcoming is not None and upcoming[1] is None and settings.prefetch:
             prefetch.start(upcoming[0])
         yield case, kept
 
