@@ -26,8 +26,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_CASE = SHARED_DATA / "brats2023-gli-00001-000"
 FOLDER_SOURCES = ("brats-real-labelled", "brats-real-unlabelled", "brats2023-gli-00001-000", "brats2023-met-00110-000")
 MODALITY_ENDINGS = ("-t1n", "-t1c", "-t2w", "-t2f", "_t1", "_t1ce", "_t2", "_flair")
-LOADING = ("read", "validate", "preprocess")
-OUTSIDE = (*LOADING, "postprocess", "fuse", "write")
+NETWORKS = ("unet", "transbts", "axial_unet")
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -66,10 +65,13 @@ def stage_table(report: dict) -> str:
     case = report["cases"][0]
     stages = case["stages"]
     total = sum(stages.values())
-    outside = sum(stages.get(name, 0.0) for name in OUTSIDE)
+    outside = total - sum(stages.get(name, 0.0) for name in NETWORKS)
+    qc = stages.get("qc", 0.0)
     lines = [f"{name:<12} {seconds:7.2f} s" for name, seconds in stages.items()]
     lines += [f"{'sum':<12} {total:7.2f} s  (case {case['seconds']:.2f} s; device {case['device']}, "
-              f"backend {report['backend']})", f"outside the networks: {100 * outside / total:.1f} %"]
+              f"backend {report['backend']})",
+              f"outside the networks: {100 * outside / total:.1f} % ({100 * (outside - qc) / (total - qc):.1f} % "
+              "without the QC picture)"]
     return "\n".join(lines)
 
 

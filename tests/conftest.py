@@ -40,23 +40,29 @@ def case_dir(tmp_path: Path) -> Path:
     return write_case(tmp_path / "in" / "BraTS-GLI-00002-000", "BraTS-GLI-00002-000", brain_volumes())
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three randomly initialised compact models (one per architecture) saved as a models folder, ROI 32."""
+def save_tiny_models(root: Path, seed: int = 0, onnx: bool = False) -> Path:
+    """Three randomly initialised compact models (one per architecture, ROI 32) as a models folder ``root``;
+    with ``onnx`` each also gets its ONNX file."""
     import torch
 
     from htcnns.networks import PRESETS, build_network
     from htcnns.weights import Manifest, save_model
 
-    root = tmp_path_factory.mktemp("models")
     for architecture in sorted(PRESETS):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         config = dict(PRESETS[architecture]["compact"])
         if "roi_size" in config:
             config["roi_size"] = 32
         network = build_network(architecture, config)
-        save_model(network, Manifest(architecture, architecture, config, (32, 32, 32), ""), root / architecture)
+        save_model(network, Manifest(architecture, architecture, config, (32, 32, 32), ""), root / architecture,
+                   onnx=onnx)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three randomly initialised compact models (one per architecture) saved as a models folder, ROI 32."""
+    return save_tiny_models(tmp_path_factory.mktemp("models"))
 
 
 def require_real_case() -> Path:

@@ -1,6 +1,7 @@
 """htcnns segment's QC folder and review fields, and shards run as real processes then merged."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def test_segment_writes_qc_pictures_page_and_review(tmp_path: Path, tiny_models:
         assert isinstance(case["needs_review"], bool) and 0 <= case["review_score"] <= 1
         assert {"read", "validate", "preprocess", "unet", "postprocess", "fuse", "write", "qc"} <= set(case["stages"])
     page = (qc / "index.html").read_text()
-    assert all(i in page for i in ids)
+    assert all(i in page for i in ids) and "finished" in page  # rewritten once the run closed
     quiet = htcnns("segment", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out2"), "--models",
                    str(tiny_models), "--device", "cpu", "--no-qc", "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == "" and not (tmp_path / "out2" / "qc").exists()
@@ -67,3 +68,13 @@ def test_shards_as_processes_cover_every_case_once_and_merge_to_one_run(tmp_path
         assert np.array_equal(np.asarray(nib.load(shard_file).dataobj),
                               np.asarray(nib.load(tmp_path / "single" / f"{case['case_id']}.nii.gz").dataobj))
     assert (tmp_path / "page" / "index.html").is_file()
+
+
+def test_inconsistent_scheduler_variables_are_one_line(tmp_path: Path, tiny_models: Path):
+    cases(tmp_path / "in", 1)
+    result = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(tmp_path / "in"), "-o",
+                             str(tmp_path / "out"), "--models", str(tiny_models), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "JOB_COMPLETION_INDEX": "2"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ERROR cannot tell this job's shard: JOB_COMPLETION_INDEX is set" in result.stderr

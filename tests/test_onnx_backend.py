@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require_real_case
+from conftest import require_real_case, save_tiny_models
 from htcnns.cli import main
 from htcnns.errors import SettingsError, WeightsError
 from htcnns.export import ExportOptions, export
-from htcnns.networks import PRESETS, build_network
 from htcnns.onnx_backend import ONNX_NAME
 from htcnns.pipeline import load_models
-from htcnns.weights import MANIFEST_NAME, Manifest, load_model, save_model
+from htcnns.weights import MANIFEST_NAME, load_model
 
 ROI = (32, 32, 32)
 
@@ -24,15 +23,7 @@ ROI = (32, 32, 32)
 @pytest.fixture(scope="module")
 def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The three compact architectures, randomly initialised, saved with their ONNX files (ROI 32)."""
-    root = tmp_path_factory.mktemp("onnx-models")
-    for architecture in sorted(PRESETS):
-        torch.manual_seed(1)
-        config = dict(PRESETS[architecture]["compact"])
-        if "roi_size" in config:
-            config["roi_size"] = 32
-        save_model(build_network(architecture, config), Manifest(architecture, architecture, config, ROI, ""),
-                   root / architecture, onnx=True)
-    return root
+    return save_tiny_models(tmp_path_factory.mktemp("onnx-models"), seed=1, onnx=True)
 
 
 def logit_tolerance(logits: torch.Tensor) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from htcnns import __version__
 from htcnns.batch_page import INDEX_NAME
-from htcnns.errors import HtcnnsError, InputError
+from htcnns.errors import HtcnnsError, InputError, SettingsError
 from htcnns.fuse import FusionMethod
 from htcnns.interrupts import stop_on_signals
 from htcnns.pipeline import LabelConvention, Status
@@ -109,10 +109,14 @@ def run_segment(args: argparse.Namespace) -> int:
     from htcnns.api import Segmenter
 
     qc_dir = None if args.no_qc else (args.qc or args.output / "qc")
+    try:
+        shard = args.shard or shard_from_environment()
+    except ValueError as error:  # the scheduler's variables are inconsistent
+        raise SettingsError(f"cannot tell this job's shard: {error}") from error
     segmenter = Segmenter(args.models, args.device, args.backend, args.fusion)
     results, report = segmenter.segment_folder(
         args.input, args.output, qc_dir=qc_dir, report_path=args.report, write_report=not args.no_report,
-        shard=args.shard or shard_from_environment(), labels=LabelConvention(args.labels),
+        shard=shard, labels=LabelConvention(args.labels),
         sw_batch_size=args.sw_batch_size, case_timeout=args.case_timeout, overwrite=args.overwrite,
         strict_input=args.strict_input)
     failed = sum(not r.ok for r in results)

@@ -417,12 +417,14 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
             results.append(result)
             if settings.qc_dir is not None:
                 write_batch_page(report, settings.qc_dir)
+        report.close("finished")
     except KeyboardInterrupt:
         report.close("interrupted")
         raise
     finally:
         prefetch.close()
-    report.close("finished")
+        if settings.qc_dir is not None:
+            write_batch_page(report, settings.qc_dir)  # the page's state as the report's (finished, interrupted)
     return results, report
 
 
