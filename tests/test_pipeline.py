@@ -238,3 +238,23 @@ def test_real_case_in_2023_and_2021_names(tmp_path: Path):
     a = assert_valid_output(r2023.output, reference, {0, 1, 2, 3})
     b = assert_valid_output(r2021.output, reference, {0, 1, 2, 4})
     assert np.array_equal(np.where(b == 4, 3, b), a)
+
+
+def test_a_stop_during_the_write_waits_for_the_report_entry():
+    """SIGTERM while an output is renamed into place is held back until the report records the case."""
+    import signal
+
+    from htcnns.errors import Interrupted
+    from htcnns.interrupts import STOP_SIGNALS, hold_stops, release_stops, stop_on_signals
+
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        stop_on_signals()
+        hold_stops()
+        signal.raise_signal(signal.SIGTERM)  # handled at once, in this thread: held, not raised
+        with pytest.raises(Interrupted):
+            release_stops()
+        release_stops()  # unbalanced releases are harmless
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

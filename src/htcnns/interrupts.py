@@ -25,10 +25,31 @@ def stop_on_signals() -> None:
         signal.signal(signum, _raise_interrupted)
 
 
+_held = {"depth": 0, "pending": 0}
+"""Stops held back (``hold_stops``) and the signal that arrived meanwhile (0: none)."""
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     for other in STOP_SIGNALS:
         signal.signal(other, signal.SIG_IGN)
+    if _held["depth"]:
+        _held["pending"] = signum
+        return
     raise Interrupted(signum)
+
+
+def hold_stops() -> None:
+    """Hold back SIGTERM/SIGINT until ``release_stops``: between an output's rename and its report entry, so a
+    stop never leaves a finished output that the report calls interrupted. Calls nest."""
+    _held["depth"] += 1
+
+
+def release_stops() -> None:
+    """End one ``hold_stops``; at the outermost, a stop that arrived meanwhile raises Interrupted now."""
+    _held["depth"] = max(0, _held["depth"] - 1)
+    if not _held["depth"] and _held["pending"]:
+        signum, _held["pending"] = _held["pending"], 0
+        raise Interrupted(signum)
 
 
 def _raise_timeout(signum: int, frame: FrameType | None) -> None:

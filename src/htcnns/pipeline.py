@@ -32,7 +32,7 @@ from htcnns.batch_page import write_csv, write_index
 from htcnns.cases import Case, case_id_problem, display_id, find_cases
 from htcnns.errors import CaseTimeout, HtcnnsError, InputError, OutputError
 from htcnns.fuse import FusionMethod, fuse_label_maps
-from htcnns.interrupts import deadline
+from htcnns.interrupts import deadline, hold_stops, release_stops
 from htcnns.io import PARTIAL_PREFIX, error_reason, read_volume, remove_partial_files, write_label_map
 from htcnns.labels import MODALITIES, LabelConvention, convert_labels, legal_labels
 from htcnns.postprocess import postprocess
@@ -225,6 +225,7 @@ def run_case(case: Case, models: Sequence[LoadedModel], settings: Settings, outp
             if settings.qc_dir is not None:  # before the write: a run stopped meanwhile leaves neither
                 with clock.stage("qc"):
                     extra |= case_qc(case.case_id, ready, segmentation, settings.qc_dir)
+            hold_stops()  # released by run_batch once the report holds this case (htcnns.interrupts)
             with clock.stage("write"):
                 output = output_path(output_dir, case.case_id)
                 write_label_map(convert_labels(segmentation.labels, settings.labels), segmentation.reference, output)
@@ -411,10 +412,13 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
         bar_off = True if os.environ.get("TQDM_DISABLE") else None  # --quiet; None: a bar on a terminal only
         for case, kept in tqdm(planned, total=len(cases), desc="cases", unit="case", disable=bar_off):
             report.start(case.case_id)
-            result = process_case(case, kept, models, settings, output_dir, prefetch)
-            log_result(result)
-            report.record(result)
-            results.append(result)
+            try:
+                result = process_case(case, kept, models, settings, output_dir, prefetch)
+                log_result(result)
+                report.record(result)
+                results.append(result)
+            finally:
+                release_stops()  # a stop held back during the write takes effect here
             if settings.qc_dir is not None:
                 write_batch_page(report, settings.qc_dir)
         report.close("finished")
