@@ -24,15 +24,22 @@ from htcnns.errors import InputError
 from htcnns.fuse import FusionMethod
 from htcnns.io import Volume, write_label_map
 from htcnns.labels import MODALITIES, LabelConvention, convert_labels
-from htcnns.pipeline import CaseInput, Settings, load_case, load_models, run_batch, segment_case
+from htcnns.pipeline import (
+    CaseInput,
+    Settings,
+    input_warnings,
+    load_case,
+    load_models,
+    prepare_volumes,
+    run_batch,
+    segment_case,
+)
 from htcnns.pipeline import default_models_root as bundled_models
-from htcnns.preprocess import preprocess
 from htcnns.qc import region_volumes_ml
 from htcnns.report import CaseResult, Report
 from htcnns.review import Review
 from htcnns.shards import Shard
 from htcnns.timing import StageClock
-from htcnns.validate import validate_case
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class Segmenter:
         """
         clock = StageClock()
         ready = self._input(case, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f}, affine, case_id, clock)
+        input_warnings(ready, self.settings)
         segmentation = segment_case(Case(case_id), self.models, self.settings, ready=ready, clock=clock)
         volumes = region_volumes_ml(segmentation.labels, segmentation.reference.affine)
         return SegmentationResult(segmentation.labels, segmentation.reference.affine, segmentation.reference,
@@ -117,9 +125,4 @@ def _from_arrays(arrays: Mapping[str, object], affine: np.ndarray, case_id: str,
     for modality, array in arrays.items():
         data = np.asarray(array, dtype=np.float32)
         volumes[modality] = Volume(Path(f"<{modality} array>"), data, nib.Nifti1Image(data, affine))
-    with clock.stage("validate"):
-        loaded = validate_case(case_id, volumes)
-    with clock.stage("preprocess"):
-        prepared = preprocess(loaded)
-    t1c, flair = (loaded.image[MODALITIES.index(m)] for m in ("t1c", "t2f"))
-    return CaseInput(prepared, loaded.reference, dict(clock.seconds), t1c, flair, loaded.warnings)
+    return prepare_volumes(case_id, volumes, clock)

@@ -154,9 +154,9 @@ def export(folders: Sequence[Path], output: Path, ensemble: bool = False,
     runs = load_runs(folders, output)
     if ensemble and len(runs) > 1 and (options.window or options.onnx):
         raise SettingsError("--window and --onnx apply to single networks; export the ensemble without them")
-    if options.window and options.window % size_divisor(runs[0].manifest.architecture, runs[0].manifest.config):
-        raise SettingsError(f"--window {options.window}: must be a multiple of "
-                            f"{size_divisor(runs[0].manifest.architecture, runs[0].manifest.config)} for "
+    divisor = size_divisor(runs[0].manifest.architecture, runs[0].manifest.config)
+    if options.window and options.window % divisor:
+        raise SettingsError(f"--window {options.window}: must be a multiple of {divisor} for "
                             f"{runs[0].manifest.architecture}")
     if ensemble and len(runs) > 1:
         manifest = export_ensemble(runs, output)

@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,7 +33,7 @@ from htcnns.cases import Case, case_id_problem, display_id, find_cases
 from htcnns.errors import CaseTimeout, HtcnnsError, InputError, OutputError
 from htcnns.fuse import FusionMethod, fuse_label_maps
 from htcnns.interrupts import deadline, hold_stops, release_stops
-from htcnns.io import PARTIAL_PREFIX, error_reason, read_volume, remove_partial_files, write_label_map
+from htcnns.io import PARTIAL_PREFIX, Volume, error_reason, read_volume, remove_partial_files, write_label_map
 from htcnns.labels import MODALITIES, LabelConvention, convert_labels, legal_labels
 from htcnns.postprocess import postprocess
 from htcnns.predict import fast_inference_settings, predict, resolve_device, to_network_input
@@ -123,12 +123,22 @@ def load_case(case: Case) -> CaseInput:
     clock = StageClock()
     with clock.stage("read"):
         volumes = {modality: read_volume(path, case.case_id) for modality, path in case.paths.items()}
+    return prepare_volumes(case.case_id, volumes, clock)
+
+
+def prepare_volumes(case_id: str, volumes: Mapping[str, Volume], clock: StageClock | None = None) -> CaseInput:
+    """Validate and preprocess the four volumes of a case (read from files, or made from arrays by the API).
+
+    Raises:
+        InputError: the volumes are inconsistent (``validate_case``).
+    """
+    clock = clock or StageClock()
     with clock.stage("validate"):
-        loaded = validate_case(case.case_id, volumes)
+        loaded = validate_case(case_id, volumes)
     with clock.stage("preprocess"):
         prepared = preprocess(loaded)
     t1c, flair = (loaded.image[MODALITIES.index(m)] for m in ("t1c", "t2f"))
-    return CaseInput(prepared, loaded.reference, clock.seconds, t1c, flair, loaded.warnings)
+    return CaseInput(prepared, loaded.reference, dict(clock.seconds), t1c, flair, loaded.warnings)
 
 
 def model_labels(image: torch.Tensor, prepared: Prepared, model: LoadedModel, sw_batch_size: int | None = None,
@@ -250,8 +260,7 @@ def input_warnings(ready: CaseInput, settings: Settings) -> tuple[str, ...]:
 
 def case_qc(case_id: str, ready: CaseInput, segmentation: Segmentation, qc_dir: Path) -> dict[str, object]:
     """The case's QC picture and volumes (``htcnns.qc``) as report fields; a failure is logged, the case stays OK."""
-    try:
-        qc_dir.mkdir(parents=True, exist_ok=True)
+    try:  # the atomic writes create qc_dir
         written = write_case_qc(case_id, ready.t1c, ready.flair, segmentation.labels, segmentation.reference.affine,
                                 qc_dir)
     except Exception as error:  # the label map is the product; a picture that fails must not fail the case
@@ -320,9 +329,7 @@ def plan_cases(cases: Iterable[Case], output_dir: Path, settings: Settings,
     decided = ((case, kept_output(case, output_dir, settings)) for case in cases)
     upcoming = next(decided, None)
     while upcoming is not None:
-        case, kept = upcoming
-        if kept is None:
-            prefetch.start(case)
+        case, kept = upcoming  # a case not loaded ahead is loaded by run_case itself
         upcoming = next(decided, None)
         if upcoming is not None and upcoming[1] is None and settings.prefetch:
             prefetch.start(upcoming[0])
@@ -434,8 +441,7 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
 
 def write_batch_page(report: Report, qc_dir: Path) -> None:
     """Rewrite the QC folder's index.html and cases.csv from the report; a failure is logged, the run goes on."""
-    try:
-        qc_dir.mkdir(parents=True, exist_ok=True)
+    try:  # the atomic writes create qc_dir
         snapshot = report.to_json()
         write_index(snapshot, qc_dir)
         write_csv(snapshot, qc_dir)

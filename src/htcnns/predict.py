@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,8 @@ from htcnns.weights import LoadedModel
 
 OVERLAP_FRACTION = 0.6
 MAX_WINDOWS_PER_PASS = 16
+_WINDOW_PEAK_BYTES: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
+"""GPU memory one window of a model takes (``windows_per_pass``), keyed by the model's network."""
 CPU_WINDOWS_PER_PASS = 2
 """Windows per forward pass on the CPU: two were ~1.2x faster per window than one for the U-Net (docs/speed.md)."""
 
@@ -73,15 +76,16 @@ def windows_per_pass(image: torch.Tensor, model: LoadedModel) -> int:
     measured from the peak memory of one window."""
     if image.device.type != "cuda":
         return CPU_WINDOWS_PER_PASS
-    window = torch.zeros(1, image.shape[1], *model.manifest.roi_size, device=image.device)
-    torch.cuda.synchronize(image.device)
-    before = torch.cuda.memory_allocated(image.device)
-    torch.cuda.reset_peak_memory_stats(image.device)
-    with torch.inference_mode(), gpu_autocast(image.device):
-        model.predictor(window)
-    peak = torch.cuda.max_memory_allocated(image.device) - before
+    if model.network not in _WINDOW_PEAK_BYTES:  # measured once per loaded model, not per case
+        window = torch.zeros(1, image.shape[1], *model.manifest.roi_size, device=image.device)
+        torch.cuda.synchronize(image.device)
+        before = torch.cuda.memory_allocated(image.device)
+        torch.cuda.reset_peak_memory_stats(image.device)
+        with torch.inference_mode(), gpu_autocast(image.device):
+            model.predictor(window)
+        _WINDOW_PEAK_BYTES[model.network] = torch.cuda.max_memory_allocated(image.device) - before
     free, _ = torch.cuda.mem_get_info(image.device)
-    return windows_that_fit(free, peak)
+    return windows_that_fit(free, _WINDOW_PEAK_BYTES[model.network])
 
 
 def gpu_autocast(device: torch.device) -> contextlib.AbstractContextManager:
