@@ -73,7 +73,7 @@ COPY --from=build /opt/venv /opt/venv
 # manifest, while building. The entrypoint is 0755 in git, so no chmod layer copies either of them.
 WORKDIR /opt/htcnns
 COPY models ./models
-RUN python3 -c "from pathlib import Path; from htcnns.pipeline import load_models; load_models(Path('/opt/htcnns/models'), 'cpu')"
+RUN python3 -c "from pathlib import Path; from htcnns.inference.pipeline import load_models; load_models(Path('/opt/htcnns/models'), 'cpu')"
 COPY entrypoint.sh /usr/local/bin/htcnns-entrypoint
 
 # Unprivileged by default; any --user uid:gid works too (nothing needs a home folder or a writable image).

@@ -1,7 +1,7 @@
 """``make bench``: our BraTS 2023 metrics and STAPLE against the reference tools, per case, in one run.
 
 For each label-map pair of ``../shared/metrics_golden/pairs`` (or ``--pairs DIR``) it prints the wall time of
-``htcnns.metrics.brats2023_metrics`` (one challenge, all three regions), of our STAPLE over three raters (the
+``htcnns.evaluation.metrics.brats2023_metrics`` (one challenge, all three regions), of our STAPLE over three raters (the
 reference, the prediction and the prediction shifted by one voxel; WT, TC and ET) and of SimpleITK's
 ``STAPLEImageFilter`` on the same raters. The official BraTS 2023 metrics code is not run here (it needs pandas < 1.5
 and numpy < 2); its times on this machine are in ``../shared/metrics_golden/README.md``.
@@ -21,8 +21,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from htcnns.fuse import rater_regions, staple
-from htcnns.metrics import Challenge, brats2023_metrics
+from htcnns.evaluation.metrics import Challenge, brats2023_metrics
+from htcnns.inference.fuse import rater_regions, staple
 
 DEFAULT_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "metrics_golden" / "pairs"
 

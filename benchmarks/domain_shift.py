@@ -1,4 +1,5 @@
-"""The paper's transfer-learning experiment in miniature, on synthetic domain shift (``htcnns.synthseg.domains``).
+"""The paper's transfer-learning experiment in miniature, on synthetic domain shift
+(``htcnns.training.synthseg.domains``).
 
 For each target domain (paediatric-like, SSA-like) it trains networks on the same small set of target cases with
 the same number of steps: each architecture fine-tuned from the source (adult) weights of ``--source``, and those
@@ -22,13 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from htcnns.fuse import fuse_label_maps
+from htcnns.evaluation.metrics import brats2023_metrics
+from htcnns.inference.fuse import fuse_label_maps
+from htcnns.inference.pipeline import model_labels
+from htcnns.inference.predict import to_network_input
 from htcnns.labels import REGIONS
-from htcnns.metrics import brats2023_metrics
-from htcnns.pipeline import model_labels
-from htcnns.predict import to_network_input
-from htcnns.synthseg import DOMAINS, default_data_root, generate, load_sources
 from htcnns.training.data import prepare_phantom
+from htcnns.training.synthseg import DOMAINS, default_data_root, generate, load_sources
 from htcnns.weights import load_model
 
 ARCHITECTURES = ("unet", "transbts", "axial_unet")

@@ -25,14 +25,14 @@ import nibabel as nib
 import numpy as np
 from real_cases import canonical  # benchmarks/real_cases.py, beside this script
 
-from htcnns.fuse import fuse_label_maps
-from htcnns.io import atomic_write_text
+from htcnns.inference.fuse import fuse_label_maps
+from htcnns.inference.io import atomic_write_text
+from htcnns.inference.overlay import save_overlay
+from htcnns.inference.pipeline import load_models, model_labels
+from htcnns.inference.predict import to_network_input
+from htcnns.inference.preprocess import restore_input_grid
+from htcnns.inference.review import Review, review_case
 from htcnns.labels import REGIONS, region_dice
-from htcnns.overlay import save_overlay
-from htcnns.pipeline import load_models, model_labels
-from htcnns.predict import to_network_input
-from htcnns.preprocess import restore_input_grid
-from htcnns.review import Review, review_case
 from htcnns.training.real import RealCase, find_labelled_cases, load_real_case
 from htcnns.weights import LoadedModel
 

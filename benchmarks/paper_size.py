@@ -22,9 +22,9 @@ import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
+from htcnns.inference.onnx_backend import OnnxNetwork, export_onnx
+from htcnns.inference.predict import OVERLAP_FRACTION, fast_inference_settings, gpu_autocast
 from htcnns.networks import PRESETS, build_network
-from htcnns.onnx_backend import OnnxNetwork, export_onnx
-from htcnns.predict import OVERLAP_FRACTION, fast_inference_settings, gpu_autocast
 
 PREPARED_SHAPE = (148, 198, 145)  # BraTS-GLI-00001-000 after preprocessing (cropped to the brain)
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from htcnns.io import atomic_write_text
+from htcnns.inference.io import atomic_write_text
+from htcnns.inference.overlay import save_overlay
+from htcnns.inference.pipeline import Settings, load_models, segment_folder
 from htcnns.labels import REGIONS, Label, region_dice
-from htcnns.overlay import save_overlay
-from htcnns.pipeline import Settings, load_models, segment_folder
 from htcnns.weights import LoadedModel
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

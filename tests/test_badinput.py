@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from conftest import LPS_AFFINE, brain_volumes, write_case
-from htcnns.cases import display_id, find_cases
+from htcnns.inference.cases import display_id, find_cases
+from htcnns.inference.validate import output_problem
 from htcnns.labels import MODALITIES
-from htcnns.validate import output_problem
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
 SHAPE = (24, 28, 20)

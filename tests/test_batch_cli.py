@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from conftest import brain_volumes, write_case
-from htcnns.shards import parse_shard, select_shard
+from htcnns.inference.shards import parse_shard, select_shard
 
 
 def htcnns(*args: str) -> subprocess.CompletedProcess:

@@ -15,8 +15,8 @@ import pytest
 from matplotlib.image import imread
 
 from conftest import LPS_AFFINE, REAL_CASE
-from htcnns.batch_page import COLUMNS, write_csv, write_index
-from htcnns.qc import load_qc_inputs, save_thumbnail, write_case_qc
+from htcnns.inference.batch_page import COLUMNS, write_csv, write_index
+from htcnns.inference.qc import load_qc_inputs, save_thumbnail, write_case_qc
 
 EVIL_ID = "<script>alert('id')</script>"
 EVIL_ERROR = "<script>alert('id')</script>: cannot read t1c & <b>flair</b> (\"bad\"); re-export the file."

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from conftest import brain_volumes, write_case
-from htcnns.cases import case_id_problem, display_id, find_cases, parse_name
+from htcnns.inference.cases import case_id_problem, display_id, find_cases, parse_name
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from conftest import brain_volumes, write_case
-from htcnns.cases import find_cases
 from htcnns.cli import build_parser
-from htcnns.report import REPORT_NAME
-from htcnns.validate import output_problem
+from htcnns.inference.cases import find_cases
+from htcnns.inference.report import REPORT_NAME
+from htcnns.inference.validate import output_problem
 
 
 def htcnns(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -61,7 +61,7 @@ def test_user_errors_are_one_line(tmp_path: Path, tiny_models: Path):
 
 @pytest.mark.slow
 def test_demo_prints_dice_and_writes_output_and_picture(tmp_path: Path):
-    from htcnns.pipeline import default_models_root
+    from htcnns.inference.pipeline import default_models_root
 
     if not any(default_models_root().glob("*/manifest.json")):
         pytest.skip("no bundled models")

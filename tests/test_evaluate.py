@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from htcnns.errors import InputError
-from htcnns.evaluate import add_evaluate_arguments, pair_files, run_evaluate
-from htcnns.metrics import METRIC_NAMES, brats2023_metrics
+from htcnns.evaluation.evaluate import add_evaluate_arguments, pair_files, run_evaluate
+from htcnns.evaluation.metrics import METRIC_NAMES, brats2023_metrics
 
 SHAPE = (40, 40, 30)
 AFFINE = np.diag([1.0, 1.5, 2.0, 1.0])

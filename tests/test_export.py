@@ -8,11 +8,11 @@ import torch
 
 from htcnns.cli import main
 from htcnns.errors import SettingsError, WeightsError
-from htcnns.export import export
+from htcnns.inference.pipeline import load_models
+from htcnns.inference.postprocess import PostprocessParams
 from htcnns.networks import PRESETS, build_network
 from htcnns.networks.ensemble import EnsembleNetwork
-from htcnns.pipeline import load_models
-from htcnns.postprocess import PostprocessParams
+from htcnns.training.export import export
 from htcnns.weights import MANIFEST_NAME, EnsembleMember, Manifest, ensemble_sha256, load_model, save_model
 
 CONFIG = dict(PRESETS["unet"]["compact"])

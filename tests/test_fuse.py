@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from conftest import SHARED, require_real_case
-from htcnns.fuse import (
+from htcnns.inference.fuse import (
     FusionMethod,
     _numpy_patterns,
     _torch_patterns,

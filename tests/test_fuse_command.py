@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from conftest import LPS_AFFINE
 from htcnns.cli import main
-from htcnns.fuse_command import multilabel_staple
+from htcnns.inference.fuse_command import multilabel_staple
 from htcnns.labels import Label
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import brain_volumes, write_case
-from htcnns.cases import find_cases
-from htcnns.pipeline import Settings, load_case, load_models, segment_case
-from htcnns.predict import to_network_input, windows_per_pass
+from htcnns.inference.cases import find_cases
+from htcnns.inference.pipeline import Settings, load_case, load_models, segment_case
+from htcnns.inference.predict import to_network_input, windows_per_pass
 from htcnns.weights import load_model, save_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")

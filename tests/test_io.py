@@ -6,7 +6,7 @@ import pytest
 
 from conftest import LPS_AFFINE
 from htcnns.errors import InputError, OutputError
-from htcnns.io import MAX_VOXELS, atomic_write_text, read_volume, remove_partial_files, write_label_map
+from htcnns.inference.io import MAX_VOXELS, atomic_write_text, read_volume, remove_partial_files, write_label_map
 
 
 def test_read_squeezes_trailing_singleton_axis(tmp_path: Path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from htcnns.metrics import (
+from htcnns.evaluation.metrics import (
     HD95_PENALTY,
     METRIC_NAMES,
     Challenge,

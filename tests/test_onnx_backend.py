@@ -12,9 +12,9 @@ import torch
 from conftest import require_real_case, save_tiny_models
 from htcnns.cli import main
 from htcnns.errors import SettingsError, WeightsError
-from htcnns.export import ExportOptions, export
-from htcnns.onnx_backend import ONNX_NAME
-from htcnns.pipeline import load_models
+from htcnns.inference.onnx_backend import ONNX_NAME
+from htcnns.inference.pipeline import load_models
+from htcnns.training.export import ExportOptions, export
 from htcnns.weights import MANIFEST_NAME, load_model
 
 ROI = (32, 32, 32)

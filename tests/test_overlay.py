@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 
-from htcnns.overlay import save_overlay, tumour_centre
+from htcnns.inference.overlay import save_overlay, tumour_centre
 
 
 def test_tumour_centre_and_png(tmp_path: Path):

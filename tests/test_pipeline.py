@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from conftest import LPS_AFFINE, brain_volumes, require_real_case, write_case
-from htcnns import pipeline
 from htcnns.errors import InputError
-from htcnns.fuse import FusionMethod
-from htcnns.labels import regions_from_labels
-from htcnns.pipeline import (
+from htcnns.inference import pipeline
+from htcnns.inference.fuse import FusionMethod
+from htcnns.inference.pipeline import (
     LOW_MEMORY_NOTE,
     LabelConvention,
     Settings,
@@ -25,7 +24,8 @@ from htcnns.pipeline import (
     segment_case,
     segment_folder,
 )
-from htcnns.report import REPORT_NAME
+from htcnns.inference.report import REPORT_NAME
+from htcnns.labels import regions_from_labels
 from htcnns.weights import sha256_of
 
 
@@ -245,7 +245,7 @@ def test_a_stop_during_the_write_waits_for_the_report_entry():
     import signal
 
     from htcnns.errors import Interrupted
-    from htcnns.interrupts import STOP_SIGNALS, hold_stops, release_stops, stop_on_signals
+    from htcnns.inference.interrupts import STOP_SIGNALS, hold_stops, release_stops, stop_on_signals
 
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:

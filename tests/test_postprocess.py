@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from htcnns.labels import Label
-from htcnns.postprocess import (
+from htcnns.inference.postprocess import (
     PostprocessParams,
     apply_et_threshold,
     labels_from_probs,
@@ -12,6 +11,7 @@ from htcnns.postprocess import (
     relabel_small_et_components,
     relabel_small_total_et,
 )
+from htcnns.labels import Label
 
 SHAPE = (40, 40, 40)
 

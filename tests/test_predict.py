@@ -6,7 +6,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from htcnns.errors import SettingsError
-from htcnns.predict import (
+from htcnns.inference.predict import (
     CPU_WINDOWS_PER_PASS,
     MAX_WINDOWS_PER_PASS,
     predict,

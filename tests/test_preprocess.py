@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import LPS_AFFINE, brain_volumes
-from htcnns.preprocess import CROP_MARGIN_VOXELS, brain_box, preprocess, restore_input_grid, to_prepared_grid
-from htcnns.validate import LoadedCase
+from htcnns.inference.preprocess import CROP_MARGIN_VOXELS, brain_box, preprocess, restore_input_grid, to_prepared_grid
+from htcnns.inference.validate import LoadedCase
 
 PERMUTED = np.array([[0, 0, 1.0, 5], [-1.0, 0, 0, 7], [0, 1.2, 0, -3], [0, 0, 0, 1]])
 AFFINES = [np.eye(4), LPS_AFFINE, PERMUTED]

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.image import imread
 
 from conftest import LPS_AFFINE, REAL_CASE
-from htcnns.qc import load_qc_inputs, region_volumes_ml, slice_centre, voxel_ml, write_case_qc
+from htcnns.inference.qc import load_qc_inputs, region_volumes_ml, slice_centre, voxel_ml, write_case_qc
 
 REAL_ID = "BraTS-GLI-00001-000"
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from htcnns.batch_page import CSV_NAME, INDEX_NAME
-from htcnns.cases import Case
-from htcnns.shards import (
+from htcnns.inference.batch_page import CSV_NAME, INDEX_NAME
+from htcnns.inference.cases import Case
+from htcnns.inference.shards import (
     Shard,
     in_shard,
     merge_reports,

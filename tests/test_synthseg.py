@@ -1,4 +1,4 @@
-"""htcnns.synthseg: contrast tables obey MRI physics, artefacts keep the brain mask, and generated cases are
+"""htcnns.training.synthseg: contrast tables obey MRI physics, artefacts keep the brain mask, and generated cases are
 deterministic, on the RAS BraTS grid, with nested tumour labels inside the brain and physics-ordered contrasts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from htcnns.errors import InputError
 from htcnns.labels import Label, regions_from_labels
-from htcnns.synthseg import (
+from htcnns.training.synthseg import (
     DOMAINS,
     HELD_OUT,
     SyntheticCase,
@@ -23,7 +23,7 @@ from htcnns.synthseg import (
     load_sources,
     tumour,
 )
-from htcnns.synthseg.preview import save_preview
+from htcnns.training.synthseg.preview import save_preview
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"

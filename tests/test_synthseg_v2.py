@@ -1,4 +1,4 @@
-"""htcnns.synthseg v2: a real SynthSeg anatomy registers onto the SRI24 brain and is cached; structures get their
+"""Generator v2: a real SynthSeg anatomy registers onto the SRI24 brain and is cached; structures get their
 own contrasts; v2 cases are deterministic, skull-stripped, with tumour labels inside the brain; held-out and
 measuring cases stay out of the training sources. Real files only (skipped without ../shared/data)."""
 
@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from htcnns.labels import regions_from_labels
-from htcnns.synthseg import SyntheticCase, anatomies, contrast, default_data_root
-from htcnns.synthseg.anatomies import HELD_OUT_ANATOMIES, STRUCTURES, Registration
-from htcnns.synthseg.v2 import (
+from htcnns.training.config import DATA_KINDS
+from htcnns.training.synthseg import SyntheticCase, anatomies, contrast, default_data_root
+from htcnns.training.synthseg.anatomies import HELD_OUT_ANATOMIES, STRUCTURES, Registration
+from htcnns.training.synthseg.v2 import (
     BRATS_HELD_OUT,
     BRATS_MAPS_DIR,
     SourcesV2,
@@ -27,7 +28,6 @@ from htcnns.synthseg.v2 import (
     load_brats_label_maps,
     load_sources_v2,
 )
-from htcnns.training.config import DATA_KINDS
 
 DATA = default_data_root()
 FOLDERS = ("sri24-brats-space", "synthseg-label-maps", BRATS_MAPS_DIR, "deepmedic-brats2015")

@@ -12,7 +12,8 @@ import torch
 from htcnns.cli import build_parser
 from htcnns.errors import InputError, SettingsError, WeightsError
 from htcnns.networks import build_network
-from htcnns.train import (
+from htcnns.training import loop
+from htcnns.training.command import (
     Sample,
     TrainConfig,
     _data_paragraph,
@@ -25,7 +26,6 @@ from htcnns.train import (
     to_sample,
     train,
 )
-from htcnns.training import loop
 from htcnns.weights import load_model
 
 
@@ -166,7 +166,7 @@ def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch):
         seen.append(config)
         return SimpleNamespace(provenance={"validation_dice": {}, "validation_cases": []})
 
-    monkeypatch.setattr("htcnns.train.train", record)
+    monkeypatch.setattr("htcnns.training.command.train", record)
     args = build_parser().parse_args(["train", "--architecture", "unet", "--output", "out", "--no-deep-supervision",
                                       "--folds", "3", "--fold", "2", "--resume", "--checkpoint-every", "7",
                                       "--validate-every", "5", "--freeze-encoder", "--tune-et-threshold",

@@ -12,7 +12,7 @@ import pytest
 from conftest import LPS_AFFINE, brain_volumes, write_case
 from htcnns.errors import InputError, SettingsError
 from htcnns.labels import Label
-from htcnns.train import TrainConfig, split_data, train
+from htcnns.training.command import TrainConfig, split_data, train
 from htcnns.training.config import source_weights
 from htcnns.training.real import (
     brats2023_labels,

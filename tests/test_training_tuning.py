@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from htcnns.inference.postprocess import PostprocessParams, postprocess
+from htcnns.inference.preprocess import Prepared
 from htcnns.labels import Label
-from htcnns.postprocess import PostprocessParams, postprocess
-from htcnns.preprocess import Prepared
 from htcnns.training.tuning import ET_THRESHOLDS, ValidationPrediction, best_threshold, mean_dice, tune_et_threshold
 
 

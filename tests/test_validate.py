@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import LPS_AFFINE, brain_volumes, write_case
-from htcnns.cases import find_cases
 from htcnns.errors import InputError
-from htcnns.io import read_volume
+from htcnns.inference.cases import find_cases
+from htcnns.inference.io import read_volume
+from htcnns.inference.pipeline import Settings, input_warnings, load_case
+from htcnns.inference.validate import output_problem, validate_case
 from htcnns.labels import MODALITIES
-from htcnns.pipeline import Settings, input_warnings, load_case
-from htcnns.validate import output_problem, validate_case
 
 
 def load(folder: Path):

@@ -1,5 +1,10 @@
 """HT-CNNs: brain-tumour segmentation of multi-parametric MRI with a STAPLE ensemble of three networks.
 
+Three rooms: ``htcnns.inference`` (the stages of ``htcnns segment``), ``htcnns.training`` (``htcnns train`` and
+``export``, and every training data source) and ``htcnns.evaluation`` (metrics, ``htcnns evaluate``); shared by
+all three: ``networks``, ``weights`` (safetensors + manifests), ``labels`` and ``errors``; ``cli`` and ``api`` are
+thin fronts.
+
 ``from htcnns import Segmenter`` is the Python API (``htcnns.api``); it is imported on first use, so that
 ``import htcnns`` stays light.
 """

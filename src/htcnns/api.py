@@ -7,7 +7,7 @@
     result.volumes_ml["WT"], result.review.needs_review
     result.save("BraTS-GLI-00001-000.nii.gz")
 
-The CLI's ``segment`` is ``Segmenter.segment_folder``; both run the same stages (``htcnns.pipeline``).
+The CLI's ``segment`` is ``Segmenter.segment_folder``; both run the same stages (``htcnns.inference.pipeline``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from htcnns.cases import Case, find_cases
 from htcnns.errors import InputError
-from htcnns.fuse import FusionMethod
-from htcnns.io import Volume, write_label_map
-from htcnns.labels import MODALITIES, LabelConvention, convert_labels
-from htcnns.pipeline import (
+from htcnns.inference.cases import Case, find_cases
+from htcnns.inference.fuse import FusionMethod
+from htcnns.inference.io import Volume, write_label_map
+from htcnns.inference.pipeline import (
     CaseInput,
     Settings,
     input_warnings,
@@ -34,12 +33,13 @@ from htcnns.pipeline import (
     run_batch,
     segment_case,
 )
-from htcnns.pipeline import default_models_root as bundled_models
-from htcnns.qc import region_volumes_ml
-from htcnns.report import CaseResult, Report
-from htcnns.review import Review
-from htcnns.shards import Shard
-from htcnns.timing import StageClock
+from htcnns.inference.pipeline import default_models_root as bundled_models
+from htcnns.inference.qc import region_volumes_ml
+from htcnns.inference.report import CaseResult, Report
+from htcnns.inference.review import Review
+from htcnns.inference.shards import Shard
+from htcnns.inference.timing import StageClock
+from htcnns.labels import MODALITIES, LabelConvention, convert_labels
 
 
 @dataclass(frozen=True)

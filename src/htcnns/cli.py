@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from htcnns import __version__
-from htcnns.batch_page import INDEX_NAME
 from htcnns.errors import HtcnnsError, InputError, SettingsError
-from htcnns.fuse import FusionMethod
-from htcnns.interrupts import stop_on_signals
-from htcnns.pipeline import LabelConvention, Status
-from htcnns.predict import fast_inference_settings
-from htcnns.shards import Shard, parse_shard, shard_from_environment, write_merged
+from htcnns.inference.batch_page import INDEX_NAME
+from htcnns.inference.fuse import FusionMethod
+from htcnns.inference.interrupts import stop_on_signals
+from htcnns.inference.pipeline import LabelConvention, Status
+from htcnns.inference.predict import fast_inference_settings
+from htcnns.inference.shards import Shard, parse_shard, shard_from_environment, write_merged
 from htcnns.weights import BACKENDS
 
 log = logging.getLogger("htcnns")
@@ -97,7 +97,7 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def shard_argument(text: str) -> Shard:
-    """argparse type: ``i/N`` (``htcnns.shards.parse_shard``)."""
+    """argparse type: ``i/N`` (``htcnns.inference.shards.parse_shard``)."""
     try:
         return parse_shard(text)
     except ValueError as error:
@@ -179,7 +179,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
     """``htcnns train``."""
-    from htcnns.train import add_train_arguments
+    from htcnns.training.command import add_train_arguments
 
     parser = commands.add_parser("train",
                                  help="train one network on synthetic cases (phantoms or SynthSeg-style) and export it")
@@ -188,7 +188,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
     """``htcnns export``."""
-    from htcnns.export import add_export_arguments
+    from htcnns.training.export import add_export_arguments
 
     add_export_arguments(commands.add_parser(
         "export", help="write training runs as a model folder for segment (one run, the best, or an ensemble)"))
@@ -196,14 +196,14 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 def add_fuse_parser(commands: argparse._SubParsersAction) -> None:
     """``htcnns fuse``."""
-    from htcnns.fuse_command import add_fuse_arguments
+    from htcnns.inference.fuse_command import add_fuse_arguments
 
     add_fuse_arguments(commands.add_parser("fuse", help="fuse the label maps of several algorithms (STAPLE)"))
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     """``htcnns evaluate``."""
-    from htcnns.evaluate import add_evaluate_arguments
+    from htcnns.evaluation.evaluate import add_evaluate_arguments
 
     add_evaluate_arguments(commands.add_parser("evaluate", help="BraTS 2023 metrics of predictions vs references"))
 

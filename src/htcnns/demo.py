@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 
 from htcnns.errors import HtcnnsError
+from htcnns.inference.overlay import save_overlay
+from htcnns.inference.pipeline import Settings, default_models_root, load_models, segment_folder
 from htcnns.labels import REGIONS, region_dice
-from htcnns.overlay import save_overlay
-from htcnns.pipeline import Settings, default_models_root, load_models, segment_folder
-from htcnns.synth import make_phantom, write_phantom_case
+from htcnns.training.phantoms import make_phantom, write_phantom_case
 
 DEMO_CASE_ID = "BraTS-DEMO-00000-000"
 

@@ -20,11 +20,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from htcnns.errors import WeightsError
+from htcnns.inference.onnx_backend import ONNX_NAME, OnnxFile, OnnxNetwork, export_onnx
+from htcnns.inference.postprocess import PostprocessParams
 from htcnns.labels import MODALITIES, REGIONS
 from htcnns.networks import ARCHITECTURES, build_network
 from htcnns.networks.ensemble import EnsembleNetwork
-from htcnns.onnx_backend import ONNX_NAME, OnnxFile, OnnxNetwork, export_onnx
-from htcnns.postprocess import PostprocessParams
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.safetensors"

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from htcnns.synthseg import HELD_OUT
+from htcnns.training.synthseg import HELD_OUT
 from htcnns.weights import Manifest
 
 SYNTHSEG_LICENCES = ("SRI24 atlas: CC BY-SA 3.0 (Rohlfing et al. 2010); DeepMedic BraTS 2015 subset: "
@@ -19,15 +19,16 @@ def describe_data(data: str, first_seed: int, last_seed: int) -> str:
     """One line on the training data of a run (``data``: phantoms or synthseg), with licences where the data
     derive from third-party files."""
     if data == "synthseg2":
-        return (f"SynthSeg-style synthetic cases from htcnns.synthseg.v2, seeds {first_seed}..{last_seed}: the 20 "
-                "SynthSeg anatomies registered to SRI24, one random intensity per structure, tumour shapes from "
+        return (f"SynthSeg-style synthetic cases from htcnns.training.synthseg.v2, seeds {first_seed}..{last_seed}: "
+                "the 20 SynthSeg anatomies registered to SRI24, one random intensity per structure, tumour shapes from "
                 "DeepMedic BraTS 2015 and BraTS label maps or procedural; no real image intensities. "
                 f"Licences: {SYNTHSEG2_LICENCES}")
     if data == "synthseg":
-        return (f"SynthSeg-style synthetic cases from htcnns.synthseg, seeds {first_seed}..{last_seed}: SRI24 atlas "
+        return (f"SynthSeg-style synthetic cases from htcnns.training.synthseg, seeds {first_seed}..{last_seed}: "
+                "SRI24 atlas "
                 f"anatomy, tumour shapes from DeepMedic BraTS 2015 expert label maps ({', '.join(HELD_OUT)} held out) "
                 f"or procedural, random contrasts; no real image intensities. Licences: {SYNTHSEG_LICENCES}")
-    return f"synthetic phantoms from htcnns.synth, seeds {first_seed}..{last_seed}; no real scans"
+    return f"synthetic phantoms from htcnns.training.phantoms, seeds {first_seed}..{last_seed}; no real scans"
 
 
 def data_paragraph(data: str) -> str:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from htcnns.errors import SettingsError, WeightsError
-from htcnns.io import atomic_write, atomic_write_text
+from htcnns.inference.io import atomic_write, atomic_write_text
 from htcnns.weights import sha256_of
 
 CHECKPOINT_TENSORS = "checkpoint.safetensors"

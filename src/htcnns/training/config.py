@@ -1,4 +1,4 @@
-"""``TrainConfig``: the settings of one ``htcnns train`` run (the CLI fills it; ``htcnns.train`` re-exports it)."""
+"""``TrainConfig``: the settings of one ``htcnns train`` run (the CLI fills it; ``command`` re-exports it)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from htcnns.errors import SettingsError
 from htcnns.networks import PRESETS
-from htcnns.synth import BRATS_SHAPE
+from htcnns.training.phantoms import BRATS_SHAPE
 
 DATA_KINDS = ("phantoms", "synthseg", "synthseg2")
 
@@ -20,7 +20,7 @@ class TrainConfig:
     write a checkpoint and the curves, score the validation cases.
     folds, fold: k-fold cross-validation (``htcnns.training.folds``); folds 0 means none. With ``real_data``
     the folds split the real cases (by case id), and generated cases all train.
-    data: the generated kind ("phantoms", "synthseg", "synthseg2" (SynthSeg anatomies, htcnns.synthseg.v2), or ""
+    data: the generated kind ("phantoms", "synthseg", "synthseg2" (SynthSeg anatomies, synthseg.v2), or ""
     for none); real_data: folders of labelled cases.
     data_weights: the share of patches drawn from each source, generated first (default: equal shares).
     """

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from htcnns.io import atomic_write
+from htcnns.inference.io import atomic_write
 from htcnns.labels import REGIONS
 
 CURVES_NAME = "training-curves.png"

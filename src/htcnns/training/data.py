@@ -12,14 +12,14 @@ import numpy as np
 from monai.transforms import Compose
 from tqdm import tqdm
 
+from htcnns.inference.preprocess import Prepared, preprocess, to_prepared_grid
+from htcnns.inference.validate import LoadedCase
 from htcnns.labels import regions_from_labels
-from htcnns.preprocess import Prepared, preprocess, to_prepared_grid
-from htcnns.synth import Phantom, make_phantom
-from htcnns.synthseg import DOMAINS, SyntheticCase, default_data_root, generate, load_sources
-from htcnns.synthseg.v2 import generate_v2, load_sources_v2
 from htcnns.training.augment import augment, make_augmentation
 from htcnns.training.config import DATA_KINDS, TrainConfig
-from htcnns.validate import LoadedCase
+from htcnns.training.phantoms import Phantom, make_phantom
+from htcnns.training.synthseg import DOMAINS, SyntheticCase, default_data_root, generate, load_sources
+from htcnns.training.synthseg.v2 import generate_v2, load_sources_v2
 
 TrainingCase = Phantom | SyntheticCase
 """A generated case: ``image`` float32 (4, X, Y, Z), ``label`` uint8 (X, Y, Z), ``affine`` (4, 4)."""

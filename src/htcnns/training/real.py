@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from htcnns.cases import Case, file_problem, find_cases
 from htcnns.errors import InputError
-from htcnns.io import read_volume
+from htcnns.inference.cases import Case, file_problem, find_cases
+from htcnns.inference.io import read_volume
+from htcnns.inference.preprocess import Prepared, preprocess, to_prepared_grid
+from htcnns.inference.validate import AFFINE_TOLERANCE_MM, validate_case
 from htcnns.labels import BRATS2021_ET, MODALITIES, Label, regions_from_labels
-from htcnns.preprocess import Prepared, preprocess, to_prepared_grid
-from htcnns.validate import AFFINE_TOLERANCE_MM, validate_case
 
 log = logging.getLogger(__name__)
 

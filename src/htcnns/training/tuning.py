@@ -1,4 +1,4 @@
-"""Per-model ET threshold, tuned on validation cases through the real post-processing (``htcnns.postprocess``).
+"""Per-model ET threshold, tuned on validation cases through the real post-processing (``inference.postprocess``).
 
 Each candidate threshold post-processes every validation case's probabilities; the one with the highest mean ET Dice
 wins, ties going to the threshold closest to 0.5 (then the lower). The threshold only demotes voxels already labelled
@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from htcnns.inference.postprocess import PostprocessParams, postprocess
+from htcnns.inference.preprocess import Prepared, restore_input_grid
 from htcnns.labels import REGIONS, region_dice
-from htcnns.postprocess import PostprocessParams, postprocess
-from htcnns.preprocess import Prepared, restore_input_grid
 
 ET_THRESHOLDS = tuple(round(0.50 + 0.05 * i, 2) for i in range(9))
 """0.50, 0.55, ..., 0.90."""

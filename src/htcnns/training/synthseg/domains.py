@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from htcnns.synthseg.artefacts import Acquisition
-from htcnns.synthseg.contrast import CLASSES, RANGES
+from htcnns.training.synthseg.artefacts import Acquisition
+from htcnns.training.synthseg.contrast import CLASSES, RANGES
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@
 4. acquisition: bias field, blur / thick slices, noise, gamma; 0 outside the brain (``artefacts``).
 
 Sources are loaded once per folder and cached (``load_sources``). The same seed gives identical arrays.
-Generator v2 (``htcnns.synthseg.v2.generate_v2``) puts the same tumours into 20 real SynthSeg anatomies with
+Generator v2 (``htcnns.training.synthseg.v2.generate_v2``) puts the same tumours into 20 real SynthSeg anatomies with
 per-structure contrasts instead of the one SRI24 average brain.
 Licences of what the cases derive from: SRI24 atlas CC BY-SA 3.0; DeepMedic BraTS 2015 subset CC BY-NC-SA 3.0
 (non-commercial). See docs/synthseg.md.
@@ -28,11 +28,11 @@ import torch
 
 from htcnns.errors import InputError
 from htcnns.labels import MODALITIES
-from htcnns.synth import _smooth_field
-from htcnns.synthseg import anatomy, artefacts, contrast, tumour
-from htcnns.synthseg.anatomy import BRATS_SHAPE, Atlas, load_atlas
-from htcnns.synthseg.domains import ADULT, DOMAINS, Domain
-from htcnns.synthseg.tumour import DEEPMEDIC_DIR, HELD_OUT, TumourSource, load_tumour_sources
+from htcnns.training.phantoms import _smooth_field
+from htcnns.training.synthseg import anatomy, artefacts, contrast, tumour
+from htcnns.training.synthseg.anatomy import BRATS_SHAPE, Atlas, load_atlas
+from htcnns.training.synthseg.domains import ADULT, DOMAINS, Domain
+from htcnns.training.synthseg.tumour import DEEPMEDIC_DIR, HELD_OUT, TumourSource, load_tumour_sources
 
 __all__ = ["DOMAINS", "HELD_OUT", "SPLITS", "Domain", "Sources", "SyntheticCase", "default_data_root", "generate",
            "load_sources"]
@@ -77,7 +77,7 @@ class SyntheticCase:
 def default_data_root() -> Path:
     """``$HTCNNS_SHARED_DATA`` if set, else ``../shared/data`` next to this checkout."""
     env = os.environ.get("HTCNNS_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[5] / "shared" / "data"
 
 
 SPLITS = ("train", "validation")

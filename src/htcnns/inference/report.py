@@ -11,8 +11,8 @@ report: the cases finished so far with their outcome, the others ``pending``. La
      "cases": [{"case_id", "status", "error", "seconds", "output", "note", "device",
                 "stages": {"read", "validate", "preprocess", <each network>, "postprocess", "fuse", "write": s}}]}
 
-OK cases also carry the review fields (``htcnns.review``: ``needs_review``, ``review_reason``, ``review_score``,
-...) and, with QC on, ``volumes_ml``, ``qc_picture`` and ``qc_thumbnail`` (``htcnns.qc``). A case's ``seconds`` is
+OK cases also carry the review fields (``review``: ``needs_review``, ``review_reason``, ``review_score``,
+...) and, with QC on, ``volumes_ml``, ``qc_picture`` and ``qc_thumbnail`` (``qc``). A case's ``seconds`` is
 the wall time it held the networks; its ``read``/``validate``/``preprocess`` stages ran
 before, in the background, while the previous case was being segmented.
 """
@@ -36,9 +36,9 @@ import numpy
 import torch
 
 from htcnns import __version__
-from htcnns.cases import display_id
 from htcnns.errors import OutputError
-from htcnns.io import atomic_write_text
+from htcnns.inference.cases import display_id
+from htcnns.inference.io import atomic_write_text
 from htcnns.weights import LoadedModel
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from nibabel import orientations
 
-from htcnns.validate import LoadedCase
+from htcnns.inference.validate import LoadedCase
 
 CROP_MARGIN_VOXELS = 4
 """Voxels kept around the non-zero brain box on every side (clipped at the image border)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from htcnns.io import atomic_write_text
+from htcnns.inference.io import atomic_write_text
 
 INDEX_NAME = "index.html"
 CSV_NAME = "cases.csv"

@@ -17,8 +17,8 @@ import torch.nn.functional as F  # noqa: N812
 
 from htcnns.errors import InputError
 from htcnns.labels import Label
-from htcnns.synth import _axes, _core_masks, _smooth_field
-from htcnns.synthseg.anatomy import load_canonical, random_rotation
+from htcnns.training.phantoms import _axes, _core_masks, _smooth_field
+from htcnns.training.synthseg.anatomy import load_canonical, random_rotation
 
 DEEPMEDIC_DIR = "deepmedic-brats2015/brats2015TrainingData"
 HELD_OUT = ("brats_2013_pat0003_1",)

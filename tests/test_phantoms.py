@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from htcnns import synth
+from htcnns.training import phantoms as synth
 
 SMALL = (64, 64, 48)
 MEDIUM = (96, 96, 64)

@@ -1,6 +1,7 @@
 """Tri-planar PNG of a generated case (four modalities, then the labels over FLAIR), and a small command:
 
-    python -m htcnns.synthseg.preview --seed 0 --output docs/synthseg-example.png [--data ../shared/data] [--v2]
+    python -m htcnns.training.synthseg.preview --seed 0 --output docs/synthseg-example.png \
+        [--data ../shared/data] [--v2]
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from htcnns.inference.overlay import LABEL_COLOURS, tumour_centre  # noqa: E402
 from htcnns.labels import MODALITIES  # noqa: E402
-from htcnns.overlay import LABEL_COLOURS, tumour_centre  # noqa: E402
-from htcnns.synthseg import SyntheticCase, default_data_root, generate, load_sources  # noqa: E402
+from htcnns.training.synthseg import SyntheticCase, default_data_root, generate, load_sources  # noqa: E402
 
 
 def _cut(volume: np.ndarray, centre: tuple[int, int, int], plane: int) -> np.ndarray:
@@ -59,11 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")
     parser.add_argument("--dpi", type=int, default=60)
-    parser.add_argument("--v2", action="store_true", help="generator v2 (SynthSeg anatomies, htcnns.synthseg.v2)")
+    parser.add_argument("--v2", action="store_true", help="generator v2 (SynthSeg anatomies, synthseg.v2)")
     args = parser.parse_args(argv)
     root = args.data or default_data_root()
     if args.v2:
-        from htcnns.synthseg.v2 import generate_v2, load_sources_v2
+        from htcnns.training.synthseg.v2 import generate_v2, load_sources_v2
 
         sources_v2 = load_sources_v2(root)
         cases = [generate_v2(seed, sources_v2) for seed in args.seed]

@@ -1,6 +1,6 @@
 """``htcnns fuse``: combine the label maps of several algorithms into one nested BraTS label map.
 
-``staple`` and ``majority`` fuse per nested region (WT, TC, ET) with :mod:`htcnns.fuse`; ``multilabel-staple``
+``staple`` and ``majority`` fuse per nested region (WT, TC, ET) with :mod:`htcnns.inference.fuse`; ``multilabel-staple``
 is SimpleITK's ``MultiLabelSTAPLEImageFilter`` on the labels themselves, with undecided voxels set to background.
 """
 
@@ -17,11 +17,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from htcnns.errors import InputError
-from htcnns.fuse import FusionMethod, StapleResult, fuse_label_maps, staple_label_maps
-from htcnns.io import read_volume, write_label_map
+from htcnns.inference.fuse import FusionMethod, StapleResult, fuse_label_maps, staple_label_maps
+from htcnns.inference.io import read_volume, write_label_map
+from htcnns.inference.predict import resolve_device
+from htcnns.inference.validate import AFFINE_TOLERANCE_MM
 from htcnns.labels import BRATS2021_ET, REGIONS, Label, LabelConvention, convert_labels
-from htcnns.predict import resolve_device
-from htcnns.validate import AFFINE_TOLERANCE_MM
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F  # noqa: N812
 from scipy import ndimage
 
 from htcnns.errors import InputError
-from htcnns.synth import BRATS_SHAPE, _smooth_field
+from htcnns.training.phantoms import BRATS_SHAPE, _smooth_field
 
 TISSUE_FILES = ("pbmap_csf.nii.gz", "pbmap_gm.nii.gz", "pbmap_wm.nii.gz")
 """Channel order of :attr:`Atlas.probs`: CSF, GM, WM."""

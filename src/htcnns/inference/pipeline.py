@@ -1,7 +1,7 @@
 """segment_case(): the stages in order; segment_folder(): every case of a folder, one failure never stops the rest.
 
 Stages: ``load_case`` (read, validate, preprocess) -> each network (sliding window) -> post-processing -> fusion
--> write, each timed (``htcnns.timing``) into the case's entry of the report. In a batch the next case is loaded
+-> write, each timed (``timing``) into the case's entry of the report. In a batch the next case is loaded
 in a background thread while the networks run on the current one (``Prefetch``: one case ahead, so memory stays
 bounded); its failures still fail that case alone, when its turn comes.
 
@@ -28,22 +28,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from htcnns.batch_page import write_csv, write_index
-from htcnns.cases import Case, case_id_problem, display_id, find_cases
 from htcnns.errors import CaseTimeout, HtcnnsError, InputError, OutputError
-from htcnns.fuse import FusionMethod, fuse_label_maps
-from htcnns.interrupts import deadline, hold_stops, release_stops
-from htcnns.io import PARTIAL_PREFIX, Volume, error_reason, read_volume, remove_partial_files, write_label_map
+from htcnns.inference.batch_page import write_csv, write_index
+from htcnns.inference.cases import Case, case_id_problem, display_id, find_cases
+from htcnns.inference.fuse import FusionMethod, fuse_label_maps
+from htcnns.inference.interrupts import deadline, hold_stops, release_stops
+from htcnns.inference.io import PARTIAL_PREFIX, Volume, error_reason, read_volume, remove_partial_files, write_label_map
+from htcnns.inference.postprocess import postprocess
+from htcnns.inference.predict import fast_inference_settings, predict, resolve_device, to_network_input
+from htcnns.inference.preprocess import Prepared, preprocess, restore_input_grid
+from htcnns.inference.qc import write_case_qc
+from htcnns.inference.report import REPORT_NAME, CaseResult, Report, Status, describe_device, model_entries
+from htcnns.inference.review import Review, review_case
+from htcnns.inference.shards import Shard, select_shard
+from htcnns.inference.timing import StageClock
+from htcnns.inference.validate import PREPARE_ADVICE, output_problem, validate_case
 from htcnns.labels import MODALITIES, LabelConvention, convert_labels, legal_labels
-from htcnns.postprocess import postprocess
-from htcnns.predict import fast_inference_settings, predict, resolve_device, to_network_input
-from htcnns.preprocess import Prepared, preprocess, restore_input_grid
-from htcnns.qc import write_case_qc
-from htcnns.report import REPORT_NAME, CaseResult, Report, Status, describe_device, model_entries
-from htcnns.review import Review, review_case
-from htcnns.shards import Shard, select_shard
-from htcnns.timing import StageClock
-from htcnns.validate import PREPARE_ADVICE, output_problem, validate_case
 from htcnns.weights import LoadedModel, find_model_folders, load_model
 
 __all__ = ["CaseResult", "LabelConvention", "Settings", "Status", "segment_case", "segment_folder"]
@@ -79,7 +79,7 @@ class Settings:
 
 def default_models_root() -> Path:
     """``$HTCNNS_MODELS`` if set, else the ``models/`` folder of this checkout."""
-    return Path(os.environ.get("HTCNNS_MODELS", Path(__file__).resolve().parents[2] / "models"))
+    return Path(os.environ.get("HTCNNS_MODELS", Path(__file__).resolve().parents[3] / "models"))
 
 
 def load_models(models_root: Path, device: str = "auto", backend: str = "torch") -> list[LoadedModel]:
@@ -235,7 +235,7 @@ def run_case(case: Case, models: Sequence[LoadedModel], settings: Settings, outp
             if settings.qc_dir is not None:  # before the write: a run stopped meanwhile leaves neither
                 with clock.stage("qc"):
                     extra |= case_qc(case.case_id, ready, segmentation, settings.qc_dir)
-            hold_stops()  # released by run_batch once the report holds this case (htcnns.interrupts)
+            hold_stops()  # released by run_batch once the report holds this case (htcnns.inference.interrupts)
             with clock.stage("write"):
                 output = output_path(output_dir, case.case_id)
                 write_label_map(convert_labels(segmentation.labels, settings.labels), segmentation.reference, output)
@@ -259,7 +259,8 @@ def input_warnings(ready: CaseInput, settings: Settings) -> tuple[str, ...]:
 
 
 def case_qc(case_id: str, ready: CaseInput, segmentation: Segmentation, qc_dir: Path) -> dict[str, object]:
-    """The case's QC picture and volumes (``htcnns.qc``) as report fields; a failure is logged, the case stays OK."""
+    """The case's QC picture and volumes (``htcnns.inference.qc``) as report fields; a failure is logged,
+    the case stays OK."""
     try:  # the atomic writes create qc_dir
         written = write_case_qc(case_id, ready.t1c, ready.flair, segmentation.labels, segmentation.reference.affine,
                                 qc_dir)
@@ -399,7 +400,7 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
     Args:
         report_path: where the report goes (default ``output_dir/htcnns-report.json``).
         write_report: False keeps the report in memory only.
-        shard: segment only this shard's share of the cases (``htcnns.shards``; None: all).
+        shard: segment only this shard's share of the cases (``htcnns.inference.shards``; None: all).
     """
     found = discover_cases(input_dir)
     cases = select_shard(found, shard)

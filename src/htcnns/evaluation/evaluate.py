@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from htcnns.cases import parse_name
 from htcnns.errors import InputError
-from htcnns.io import atomic_write_text, read_volume
+from htcnns.evaluation.metrics import METRIC_NAMES, Challenge, brats2023_metrics
+from htcnns.inference.cases import parse_name
+from htcnns.inference.io import atomic_write_text, read_volume
 from htcnns.labels import BRATS2021_ET, REGIONS, Label, LabelConvention
-from htcnns.metrics import METRIC_NAMES, Challenge, brats2023_metrics
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from htcnns.errors import InputError
-from htcnns.io import Volume, error_reason
+from htcnns.inference.io import Volume, error_reason
 from htcnns.labels import MODALITIES
 
 AFFINE_TOLERANCE_MM = 1e-3

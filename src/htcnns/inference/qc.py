@@ -21,10 +21,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from htcnns.cases import case_id_problem, display_id
-from htcnns.io import atomic_write, quiet_nibabel
+from htcnns.inference.cases import case_id_problem, display_id
+from htcnns.inference.io import atomic_write, quiet_nibabel
+from htcnns.inference.overlay import LABEL_COLOURS
 from htcnns.labels import Label
-from htcnns.overlay import LABEL_COLOURS
 
 REGION_VALUES: dict[str, tuple[int, ...]] = {
     "NCR": (Label.NCR,), "ED": (Label.ED,), "ET": (Label.ET,),

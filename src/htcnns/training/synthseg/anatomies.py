@@ -9,7 +9,7 @@ the BraTS grid (240x240x155, RAS+). Registration takes seconds, so the result is
 keyed by the source file's sha256 (:func:`cache_dir`).
 
 Labels are grouped into the :data:`STRUCTURES` that get their own random intensity, each with the tissue
-(1 CSF, 2 GM, 3 WM) it counts as. ``python -m htcnns.synthseg.anatomies`` registers (or reads) all of them and
+(1 CSF, 2 GM, 3 WM) it counts as. ``python -m htcnns.training.synthseg.anatomies`` registers (or reads) all of them and
 prints the Dice of each registered brain mask with the SRI24 mask and the registration time.
 """
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: N812
 from scipy import ndimage
 
 from htcnns.errors import InputError
-from htcnns.synthseg.anatomy import Atlas, atlas_from_probs, load_canonical
+from htcnns.training.synthseg.anatomy import Atlas, atlas_from_probs, load_canonical
 
 ANATOMY_DIR = "synthseg-label-maps"
 TARGET = "sri24-brats-space/t1_stripped.nii.gz"
@@ -290,7 +290,7 @@ def load_anatomy(path: Path, root: Path, cache: Path | None = None, threads: int
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Register (or read from the cache) every SynthSeg label map; print Dice and time of each."""
-    from htcnns.synthseg import default_data_root
+    from htcnns.training.synthseg import default_data_root
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data)")

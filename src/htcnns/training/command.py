@@ -1,6 +1,6 @@
 """``htcnns train``: train one compact network on synthetic data, score it and export it as frozen weights.
 
-Data (``--data``): the procedural phantoms of ``htcnns.synth``, or SynthSeg-style cases of ``htcnns.synthseg``
+Data (``--data``): the procedural phantoms of ``phantoms``, or SynthSeg-style cases of ``synthseg``
 (SRI24 anatomy + real tumour shapes, random physics-ordered contrasts; needs ``--atlas``, the shared data
 folder). Training data goes through the same ``preprocess`` as inference. Loss: Dice + binary cross-entropy on the
 three nested region channels (MONAI ``DiceCELoss``), deep-supervised for the U-Net; Adam; cosine annealing; random
@@ -29,12 +29,11 @@ import torch
 
 from htcnns import __version__
 from htcnns.errors import SettingsError, WeightsError
-from htcnns.io import atomic_write_text
+from htcnns.inference.io import atomic_write_text
+from htcnns.inference.postprocess import PostprocessParams
+from htcnns.inference.predict import predict, to_network_input
+from htcnns.inference.preprocess import Prepared
 from htcnns.networks import PRESETS
-from htcnns.postprocess import PostprocessParams
-from htcnns.predict import predict, to_network_input
-from htcnns.preprocess import Prepared
-from htcnns.synthseg.domains import DOMAINS
 from htcnns.training.card import data_paragraph as _data_paragraph
 from htcnns.training.card import describe_data, model_card
 from htcnns.training.checkpoint import CHECKPOINT_STATE, Progress, load_checkpoint, save_checkpoint
@@ -60,6 +59,7 @@ from htcnns.training.networks import (
     uses_deep_supervision,
 )
 from htcnns.training.real import RealCase, load_real_cases, regions_on_prepared_grid, split_cases
+from htcnns.training.synthseg.domains import DOMAINS
 from htcnns.training.tuning import ValidationPrediction, case_dice, mean_dice, tune_et_threshold
 from htcnns.weights import LoadedModel, Manifest, load_model, save_model
 
@@ -293,7 +293,7 @@ def data_description(config: TrainConfig, first_seed: int, last_seed: int,
     """One line on the training data of a run, with licences where the data derive from third-party files."""
     parts = [describe_data(config.data, first_seed, last_seed)] if config.data else []
     if config.data in ("synthseg", "synthseg2") and config.domain != "adult":
-        parts[0] = f"{parts[0]}; {config.domain}-like domain (htcnns.synthseg.domains)"
+        parts[0] = f"{parts[0]}; {config.domain}-like domain (htcnns.training.synthseg.domains)"
     for folder in config.real_data:
         cases = (real_cases or {}).get(folder, ())
         parts.append(f"real labelled cases from {Path(folder).name}/ ({len(cases)}: {', '.join(cases)})")
@@ -341,7 +341,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "synthseg; default $HTCNNS_SHARED_DATA, else ../shared/data next to this checkout)")
     parser.add_argument("--domain", choices=sorted(DOMAINS), default=defaults.domain,
                         help="with --data synthseg/synthseg2: the population the cases imitate (adult glioma, "
-                             "paediatric-like, sub-Saharan-Africa-like; see htcnns.synthseg.domains)")
+                             "paediatric-like, sub-Saharan-Africa-like; see htcnns.training.synthseg.domains)")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--preset", choices=["compact", "paper"], default=defaults.preset)
     parser.add_argument("--init-from", type=str, default="",

@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from htcnns.errors import InputError
 from htcnns.labels import MODALITIES, Label
-from htcnns.synthseg import (
+from htcnns.training.synthseg import (
     SPLITS,
     Scene,
     Sources,
@@ -45,7 +45,7 @@ from htcnns.synthseg import (
     finish_channel,
     load_sources,
 )
-from htcnns.synthseg.anatomies import (
+from htcnns.training.synthseg.anatomies import (
     HELD_OUT_ANATOMIES,
     STRUCTURES,
     VENTRICLES,
@@ -54,8 +54,8 @@ from htcnns.synthseg.anatomies import (
     label_map_paths,
     load_anatomy,
 )
-from htcnns.synthseg.domains import ADULT, Domain
-from htcnns.synthseg.tumour import TumourSource, load_label_map
+from htcnns.training.synthseg.domains import ADULT, Domain
+from htcnns.training.synthseg.tumour import TumourSource, load_label_map
 
 BRATS_MAPS_DIR = "brats-tumour-label-maps"
 BRATS_HELD_OUT = ("BraTS20_Training_014", "BraTS20_Training_015")

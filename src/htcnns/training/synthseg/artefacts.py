@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from htcnns.synth import _smooth_field
+from htcnns.training.phantoms import _smooth_field
 
 FLOOR = 1e-3
 """Smallest brain intensity (relative to WM), so every brain voxel stays non-zero for preprocessing."""

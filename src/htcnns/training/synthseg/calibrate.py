@@ -2,11 +2,11 @@
 
 For each tumour label and for CSF (ventricles) and GM, the median z-score minus the median z-score of WM,
 on T1c and FLAIR: real ones from the DeepMedic BraTS 2015 cases (z-scored by their provider), synthetic ones
-from :func:`htcnns.synthseg.generate` after the inference z-scoring. Tissue masks come from the SRI24 atlas
+from :func:`htcnns.training.synthseg.generate` after the inference z-scoring. Tissue masks come from the SRI24 atlas
 (probability >= 0.9; ventricles: CSF >= 0.95, eroded once, >= 15 voxels inside the brain), at least 15 voxels
 away from the tumour, so real and synthetic cases are measured the same way, atlas misregistration included.
 
-    python -m htcnns.synthseg.calibrate [--data ../shared/data] [--cases 12]
+    python -m htcnns.training.synthseg.calibrate [--data ../shared/data] [--cases 12]
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from htcnns.preprocess import zscore
-from htcnns.synthseg import HELD_OUT, Sources, default_data_root, generate, load_sources
-from htcnns.synthseg.anatomy import BRATS_SHAPE, load_canonical
-from htcnns.synthseg.tumour import DEEPMEDIC_DIR, DEEPMEDIC_TO_BRATS2023
+from htcnns.inference.preprocess import zscore
+from htcnns.training.synthseg import HELD_OUT, Sources, default_data_root, generate, load_sources
+from htcnns.training.synthseg.anatomy import BRATS_SHAPE, load_canonical
+from htcnns.training.synthseg.tumour import DEEPMEDIC_DIR, DEEPMEDIC_TO_BRATS2023
 
 ROWS = ("csf", "gm", "ncr", "ed", "et")
 _REAL_FILES = {"t1c": "T1c_subtrMeanDivStd.nii.gz", "t2f": "Flair_subtrMeanDivStd.nii.gz"}

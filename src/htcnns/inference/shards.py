@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from htcnns.batch_page import write_csv, write_index
-from htcnns.io import atomic_write, atomic_write_text
-from htcnns.report import FORMAT, Status
+from htcnns.inference.batch_page import write_csv, write_index
+from htcnns.inference.io import atomic_write, atomic_write_text
+from htcnns.inference.report import FORMAT, Status
 
 T = TypeVar("T")
 
