@@ -12,17 +12,19 @@ The CLI's ``segment`` is ``Segmenter.segment_folder``; both run the same stages 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 
 from htcnns.errors import InputError
 from htcnns.inference.cases import Case, find_cases
 from htcnns.inference.fuse import FusionMethod
-from htcnns.inference.io import Volume, write_label_map
+from htcnns.inference.io import Volume, atomic_write, write_label_map
 from htcnns.inference.pipeline import (
     CaseInput,
     Settings,
@@ -34,8 +36,9 @@ from htcnns.inference.pipeline import (
     segment_case,
 )
 from htcnns.inference.pipeline import default_models_root as bundled_models
+from htcnns.inference.prepare import native_labels, prepare_native_cases
 from htcnns.inference.qc import region_volumes_ml
-from htcnns.inference.report import CaseResult, Report
+from htcnns.inference.report import REPORT_NAME, CaseResult, Report
 from htcnns.inference.review import Review
 from htcnns.inference.shards import Shard
 from htcnns.inference.timing import StageClock
@@ -96,6 +99,29 @@ class Segmenter:
         chosen = Settings(**{**self.settings.__dict__, "qc_dir": Path(qc_dir) if qc_dir else None, **settings})
         return run_batch(Path(input_dir), Path(output_dir), self.models, chosen, report_path=report_path,
                          write_report=write_report, shard=shard)
+
+    def segment_native_folder(self, input_dir: str | Path, output_dir: str | Path, *,
+                              brats_space_dir: str | Path | None = None, overwrite: bool = False,
+                              **options: object) -> tuple[list[CaseResult], Report, list[str]]:
+        """Native scans (any grid, skull on; ``htcnns.inference.prepare``) into ``output_dir/<case-id>.nii.gz`` on
+        each case's native T1c grid: every case is brought to BraTS space, segmented there as by
+        ``segment_folder`` (report and QC in ``output_dir``; ``options`` as there) and its label map moved back.
+        ``brats_space_dir`` keeps the BraTS-space images, brain masks, transforms and label maps (default: a
+        temporary folder). Returns the results, the report and one line per case that could not be prepared."""
+        output = Path(output_dir)
+        with tempfile.TemporaryDirectory(prefix="htcnns-brats-space-") as scratch:
+            root = Path(brats_space_dir) if brats_space_dir else Path(scratch)
+            cases, labels = root / "cases", root / "labels"
+            cases.mkdir(parents=True, exist_ok=True)
+            problems = prepare_native_cases(Path(input_dir), cases, output, overwrite)
+            results, report = self.segment_folder(cases, labels, report_path=options.pop("report_path", None)
+                                                  or output / REPORT_NAME, overwrite=True, **options)
+            for result in results:
+                if result.ok and result.output is not None:
+                    labels_native = native_labels(result.output, cases / result.case_id)
+                    atomic_write(output / result.output.name,
+                                 lambda path, image=labels_native: sitk.WriteImage(image, str(path)), ".part.nii.gz")
+        return results, report, problems
 
     @staticmethod
     def _input(case: str | Path | None, images: Mapping[str, object], affine: np.ndarray | None, case_id: str,

@@ -92,6 +92,13 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--strict-input", action="store_true",
                         help="refuse cases that do not look BraTS-preprocessed (thick or anisotropic voxels, a "
                              "field of view larger than the BraTS grid, the skull still on); default: warn")
+    parser.add_argument("--preprocess", action="store_true",
+                        help="the input is native scans (any grid per modality, skull on; NIfTI, NRRD, MHA or DICOM "
+                             "series folders): bring each case to BraTS space first and write its label map on the "
+                             "native T1c grid (docs/native-scans.md)")
+    parser.add_argument("--keep-brats-space", type=Path, default=None, metavar="DIR",
+                        help="with --preprocess: keep the BraTS-space images, brain masks, transforms and label "
+                             "maps in DIR")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings and errors only")
     parser.set_defaults(run=run_segment)
 
@@ -113,16 +120,23 @@ def run_segment(args: argparse.Namespace) -> int:
         shard = args.shard or shard_from_environment()
     except ValueError as error:  # the scheduler's variables are inconsistent
         raise SettingsError(f"cannot tell this job's shard: {error}") from error
+    if args.keep_brats_space and not args.preprocess:
+        raise SettingsError("--keep-brats-space needs --preprocess")
     segmenter = Segmenter(args.models, args.device, args.backend, args.fusion)
-    results, report = segmenter.segment_folder(
-        args.input, args.output, qc_dir=qc_dir, report_path=args.report, write_report=not args.no_report,
-        shard=shard, labels=LabelConvention(args.labels),
-        sw_batch_size=args.sw_batch_size, case_timeout=args.case_timeout, overwrite=args.overwrite,
-        strict_input=args.strict_input)
-    failed = sum(not r.ok for r in results)
+    options = dict(qc_dir=qc_dir, report_path=args.report, write_report=not args.no_report, shard=shard,
+                   labels=LabelConvention(args.labels), sw_batch_size=args.sw_batch_size,
+                   case_timeout=args.case_timeout, strict_input=args.strict_input)
+    unprepared: list[str] = []
+    if args.preprocess:
+        results, report, unprepared = segmenter.segment_native_folder(
+            args.input, args.output, brats_space_dir=args.keep_brats_space, overwrite=args.overwrite, **options)
+    else:
+        results, report = segmenter.segment_folder(args.input, args.output, overwrite=args.overwrite, **options)
+    failed = sum(not r.ok for r in results) + len(unprepared)
     kept = sum(r.status is Status.SKIPPED for r in results)
-    log.info("%d of %d cases segmented (%d kept from an earlier run) into %s", len(results) - failed, len(results),
-             kept, args.output)
+    total = len(results) + len(unprepared)
+    log.info("%d of %d cases segmented (%d kept from an earlier run) into %s", total - failed, total, kept,
+             args.output)
     flagged = [r.case_id for r in results if r.extra.get("needs_review")]
     if flagged:
         log.info("%d case(s) flagged for review (the networks disagree): %s", len(flagged), ", ".join(flagged))

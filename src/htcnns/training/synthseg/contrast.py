@@ -14,7 +14,11 @@ learns relative contrast and shape rather than one scanner's grey values. Why ea
   on FLAIR *and* bright on T2 *and* dark on T1, never a physically inconsistent combination.
 
 The ranges were checked against real relative contrasts on DeepMedic's BraTS 2015 T1c and FLAIR (see
-docs/synthseg.md for the measured z-score differences and the synthetic ones they were tuned to cover).
+docs/synthseg.md for the measured z-score differences and the synthetic ones they were tuned to cover), then
+widened (2026-12-02) to the subtle oedema and the bright cortex of the real training cases
+(``brats-real-labelled``; medians relative to WM: oedema t1n 0.78-1.02, t2w 1.32-1.91, t2f 1.17-2.18; cortex t2w
+and t2f 1.00-1.18): oedema may be nearly T1-iso and only a little brighter than the cortex on FLAIR
+(``ED_OVER_GM_FLAIR``), so a network must tell them apart by shape and context, not by intensity alone.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ CLASSES = ("csf", "gm", "wm", "ncr", "ed", "et")
 #: (low, high) mean intensity relative to WM, rows t1n, t1c, t2w, t2f (MODALITIES order), columns CLASSES.
 RANGES = np.array(
     [
-        [(0.25, 0.45), (0.65, 0.85), (1.0, 1.0), (0.45, 0.80), (0.60, 0.85), (0.55, 0.90)],  # t1n
-        [(0.25, 0.45), (0.65, 0.85), (1.0, 1.0), (0.45, 0.80), (0.60, 0.85), (1.12, 1.95)],  # t1c (ET only)
-        [(2.20, 3.50), (1.15, 1.45), (1.0, 1.0), (1.30, 2.20), (1.50, 2.40), (1.30, 2.00)],  # t2w
-        [(0.30, 0.60), (1.08, 1.35), (1.0, 1.0), (1.10, 2.40), (1.45, 2.30), (1.30, 2.20)],  # t2f
+        [(0.25, 0.45), (0.65, 0.85), (1.0, 1.0), (0.45, 0.80), (0.60, 0.98), (0.55, 0.90)],  # t1n
+        [(0.25, 0.45), (0.65, 0.85), (1.0, 1.0), (0.45, 0.80), (0.60, 0.98), (1.12, 1.95)],  # t1c (ET only)
+        [(2.20, 3.50), (1.03, 1.45), (1.0, 1.0), (1.30, 2.20), (1.25, 2.40), (1.30, 2.00)],  # t2w
+        [(0.30, 0.60), (1.03, 1.35), (1.0, 1.0), (1.10, 2.40), (1.15, 2.30), (1.30, 2.20)],  # t2f
     ],
     dtype=np.float32,
 )
@@ -38,7 +42,10 @@ VESSEL_RANGES = np.array([(0.6, 1.0), (1.3, 2.5), (0.3, 1.0), (0.3, 1.0)], dtype
 """(low, high) mean of blood vessels relative to WM, rows MODALITIES: gadolinium makes them bright on t1c only;
 flowing blood is dark (a flow void) or GM-like on T2 and FLAIR."""
 _T1C_FROM_T1N = 0.07  # t1c = t1n * (1 +- 7 %) for every class but ET
-_CSF, _WM, _NCR, _ET = (CLASSES.index(name) for name in ("csf", "wm", "ncr", "et"))
+_CSF, _GM, _WM, _NCR, _ED, _ET = range(len(CLASSES))
+_T2F = 3
+ED_OVER_GM_FLAIR = (1.05, 1.40)
+"""Where a draw puts oedema at or below 1.05 x the cortex on FLAIR, oedema becomes cortex x uniform(this range)."""
 
 
 def draw_means(rng: np.random.Generator, ranges: np.ndarray = RANGES) -> np.ndarray:
@@ -51,6 +58,8 @@ def draw_means(rng: np.random.Generator, ranges: np.ndarray = RANGES) -> np.ndar
     t1c[_WM] = 1.0
     t1c[_ET] = means[1, _ET]
     means[1] = t1c
+    if means[_T2F, _ED] <= ED_OVER_GM_FLAIR[0] * means[_T2F, _GM]:
+        means[_T2F, _ED] = means[_T2F, _GM] * np.float32(rng.uniform(*ED_OVER_GM_FLAIR))
     return means
 
 

@@ -1,0 +1,99 @@
+"""Preparation measured on simulated native scans of real BraTS-space cases (htcnns.evaluation.native_sim).
+
+For each case: native scans with a random head pose, per-sequence motion, thick slices and the SRI24 skull;
+``htcnns.inference.prepare.to_brats_space`` on them; printed: the registration error (mm, mean over the brain),
+the brain-mask Dice against the case's own BraTS mask, the preparation seconds and, with ``--models``, WT Dice
+between the segmentation through preparation (on the native T1c grid) and the direct one (moved there by the
+true transform).
+
+    python benchmarks/native_scans.py ../shared/data/brats-real-unlabelled/BraTS-GLI-00027-000 [--models models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from htcnns.evaluation.native_sim import registration_error_mm, simulate_native
+from htcnns.inference.cases import find_cases
+from htcnns.inference.prepare import NativeCase, labels_to_native, load_atlas, to_brats_space
+from htcnns.labels import MODALITIES
+
+
+def brats_images(folder: Path, head: sitk.Image) -> dict[str, sitk.Image]:
+    """The four modalities of a BraTS-space case, on the atlas voxel grid (same world grid, any header order)."""
+    (case,) = find_cases(folder)
+    return {m: sitk.Resample(sitk.ReadImage(str(case.paths[m]), sitk.sitkFloat32), head, sitk.Transform(),
+                             sitk.sitkNearestNeighbor, 0.0) for m in MODALITIES}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, work: Path) -> sitk.Image:
+    """Segment one BraTS-space case with ``htcnns segment`` (a subprocess) and read the label map back."""
+    import subprocess
+
+    folder = work / case_id
+    folder.mkdir(parents=True)
+    for modality, image in images.items():
+        sitk.WriteImage(image, str(folder / f"{case_id}-{modality}.nii.gz"))
+    output = work / f"{case_id}-out"
+    subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(folder), "-o", str(output), "--models",
+                    str(models), "--quiet", "--no-qc"], check=True)
+    return sitk.ReadImage(str(output / f"{case_id}.nii.gz"))
+
+
+def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
+    head, atlas_brain = load_atlas()
+    images = brats_images(folder, head)
+    truth = simulate_native(images, head, atlas_brain, seed)
+    with tempfile.TemporaryDirectory() as work:
+        native_dir = Path(work) / "native"
+        native_dir.mkdir()
+        sources = {}
+        for modality, image in truth.images.items():
+            sources[modality] = native_dir / f"{modality}.nrrd"
+            sitk.WriteImage(image, str(sources[modality]))
+        start = time.perf_counter()
+        prepared = to_brats_space(NativeCase(folder.name, sources), (head, atlas_brain))
+        seconds = time.perf_counter() - start
+        true_brain = sitk.GetArrayViewFromImage(images["t1c"]) != 0
+        result = {"seconds": seconds, **{f"s_{k}": v for k, v in prepared.seconds.items()},
+                  "registration_error_mm": registration_error_mm(prepared.to_native, truth, images["t1c"] != 0),
+                  "brain_dice": dice(sitk.GetArrayViewFromImage(prepared.brain) > 0, true_brain)}
+        if models:
+            direct = segment_labels(images, "direct", models, Path(work))
+            through = labels_to_native(segment_labels(dict(prepared.images), "prepared", models, Path(work)), prepared)
+            direct_native = sitk.Resample(direct, truth.images["t1c"], truth.native_to_brats, sitk.sitkNearestNeighbor)
+            result["wt_dice"] = dice(sitk.GetArrayViewFromImage(through) > 0, sitk.GetArrayViewFromImage(direct_native) > 0)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", type=Path, nargs="+", help="BraTS-space case folders")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", type=Path, help="also segment both ways with these models and compare WT")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = {}
+    for i, folder in enumerate(args.cases):
+        results[folder.name] = measure(folder, args.seed + i, args.models)
+        print(folder.name, json.dumps({k: round(v, 3) for k, v in results[folder.name].items()}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

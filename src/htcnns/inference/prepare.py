@@ -1,0 +1,333 @@
+"""Native hospital scans -> BraTS space, and label maps back to the native T1c grid (SimpleITK).
+
+Per case: every modality co-registered to the T1c (rigid, Mattes mutual information); the T1c registered to the
+SRI24 T1 with skull (centre of mass, rigid, then affine; mutual information, multi-resolution); all four
+resampled onto the SRI24 / BraTS grid (240 x 240 x 155, 1 mm; linear); the skull stripped with the atlas brain
+mask, refined on the images (``refine_brain_mask``). The inverse of the T1c -> atlas transform brings a label
+map back onto the native T1c grid (nearest neighbour).
+
+Inputs (``find_native_cases``): per case one file per modality (NIfTI, NRRD, MHA/MHD) or one DICOM series
+folder, any grid and orientation, named by modality (``t1c``/``t1ce``/``t1gd``, ``t1n``/``t1``, ``t2w``/``t2``,
+``t2f``/``flair``) or listed in a ``modalities.json`` beside them (``{"t1c": "series_7", ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from tqdm import tqdm
+
+from htcnns.errors import InputError
+from htcnns.labels import MODALITIES
+
+MAPPING_NAME = "modalities.json"
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+_MODALITY_TOKENS = (  # first match wins, so t1c before t1n and flair before t2
+    ("t1c", re.compile(r"t1[-_ ]?(c|ce|gd|post|contrast)|t1c", re.I)),
+    ("t2f", re.compile(r"flair|t2f", re.I)),
+    ("t2w", re.compile(r"t2w?", re.I)),
+    ("t1n", re.compile(r"t1n?", re.I)),
+)
+REGISTRATION_SEED = 20261202
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NativeCase:
+    """One case of native scans: modality -> file or DICOM folder; ``problem`` says why it cannot run, or ""."""
+
+    case_id: str
+    sources: Mapping[str, Path] = field(default_factory=dict)
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class BratsSpaceCase:
+    """A case brought to BraTS space.
+
+    images: modality -> float32 image on the atlas grid, 0 outside the brain.
+    brain: uint8 brain mask on the atlas grid.
+    native_t1c: the T1c as read (its grid receives the label map back).
+    to_native: maps atlas points to native T1c points (``sitk.Resample`` of atlas-grid images onto the native grid
+        uses its inverse, ``to_atlas``).
+    seconds: per step (read, coregister, register, resample, strip).
+    """
+
+    case_id: str
+    images: Mapping[str, sitk.Image]
+    brain: sitk.Image
+    native_t1c: sitk.Image
+    to_native: sitk.Transform
+    seconds: Mapping[str, float]
+
+
+def atlas_file(name: str) -> Path:
+    """A file of the SRI24 atlas shipped with the package (``atlas/``; CC BY-SA 3.0, see its README)."""
+    return Path(str(resources.files("htcnns.inference") / "atlas" / name))
+
+
+def load_atlas() -> tuple[sitk.Image, sitk.Image]:
+    """The SRI24 T1 with skull (float32) and its brain mask (uint8), both on the BraTS grid."""
+    head = sitk.ReadImage(str(atlas_file("sri24_t1_head.nii.gz")), sitk.sitkFloat32)
+    brain = sitk.ReadImage(str(atlas_file("sri24_brain_mask.nii.gz")), sitk.sitkUInt8)
+    return head, brain
+
+
+def modality_of(name: str) -> str | None:
+    """The modality a file or folder name stands for (``MODALITIES`` spelling), or None."""
+    stem = re.sub(r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd)$", "", name, flags=re.I)
+    for modality, token in _MODALITY_TOKENS:
+        if re.search(rf"(^|[^a-z0-9]){token.pattern}($|[^a-z0-9])", stem, re.I):
+            return modality
+    return None
+
+
+def _is_source(path: Path) -> bool:
+    if path.is_dir():
+        return any(p.is_file() for p in path.iterdir())
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def native_case(folder: Path) -> NativeCase:
+    """The modality sources of one case folder, from ``modalities.json`` when present, else from the names."""
+    mapping_file = folder / MAPPING_NAME
+    if mapping_file.is_file():
+        try:
+            mapping = json.loads(mapping_file.read_text())
+            sources = {m: folder / mapping[m] for m in MODALITIES}
+        except (ValueError, KeyError, TypeError) as error:
+            return NativeCase(folder.name, problem=f"{MAPPING_NAME} must map each of {', '.join(MODALITIES)} "
+                              f"to a file or folder of the case ({error})")
+        missing = [str(p.name) for p in sources.values() if not p.exists()]
+        if missing:
+            return NativeCase(folder.name, problem=f"{MAPPING_NAME} names {', '.join(missing)}, not found")
+        return NativeCase(folder.name, sources)
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        modality = modality_of(path.name)
+        if modality and _is_source(path):
+            found.setdefault(modality, []).append(path)
+    missing = [m for m in MODALITIES if m not in found]
+    twice = [m for m, paths in found.items() if len(paths) > 1]
+    if missing or twice:
+        parts = [f"no {', '.join(missing)}"] if missing else []
+        parts += [f"{m} twice ({', '.join(p.name for p in found[m])})" for m in twice]
+        return NativeCase(folder.name, problem=f"{'; '.join(parts)}: name each file or series folder by its "
+                          f"modality or list them in {MAPPING_NAME}")
+    return NativeCase(folder.name, {m: found[m][0] for m in MODALITIES})
+
+
+def find_native_cases(root: Path) -> list[NativeCase]:
+    """Every case folder under ``root`` (its sub-folders, or ``root`` itself when it holds the images)."""
+    if native_case(root).sources:
+        return [native_case(root)]
+    return [native_case(folder) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
+
+
+def read_native(path: Path, case_id: str) -> sitk.Image:
+    """One modality as a float32 3-D image: a file SimpleITK reads, or the one DICOM series of a folder.
+
+    Raises:
+        InputError: unreadable, several DICOM series in one folder, or not 3-D.
+    """
+    try:
+        if path.is_dir():
+            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+            if len(series) != 1:
+                raise InputError(f"{case_id}: {path.name} holds {len(series)} DICOM series, not one; put each "
+                                 f"series in its own folder or list them in {MAPPING_NAME}")
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1][:200]
+        raise InputError(f"{case_id}: cannot read {path.name} ({reason}); re-export it as NIfTI or DICOM") from None
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{case_id}: {path.name} is not one 3-D grey-value volume "
+                         f"(size {image.GetSize()}, {image.GetNumberOfComponentsPerPixel()} components)")
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, shrink: tuple[int, ...],
+                  smooth_mm: tuple[float, ...], iterations: int, sampling: float) -> sitk.Transform:
+    """Mattes mutual information on a regular sample of ``sampling`` of the voxels, regular-step gradient descent
+    (the step halves when the direction turns; measured on simulated scans it converges to 0.1 mm where plain
+    gradient descent stopped at 3 mm) with physical-shift scales, one level per ``shrink``."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(sampling, REGISTRATION_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
+                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(shrink))
+    method.SetSmoothingSigmasPerLevel(list(smooth_mm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(initial, inPlace=False)
+    return method.Execute(fixed, moving)
+
+
+def coregister(t1c: sitk.Image, moving: sitk.Image) -> sitk.Transform:
+    """Rigid transform taking T1c points to ``moving`` points (same head, another sequence)."""
+    start = sitk.CenteredTransformInitializer(t1c, moving, sitk.Euler3DTransform(),
+                                              sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    return _registration(t1c, moving, start, (4, 2), (2.0, 1.0), 100, 0.05)
+
+
+def register_to_atlas(atlas_head: sitk.Image, t1c: sitk.Image) -> sitk.Transform:
+    """Affine transform taking atlas points to T1c points: centres of mass, then rigid, then affine."""
+    start = sitk.CenteredTransformInitializer(atlas_head, t1c, sitk.Euler3DTransform(),
+                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
+    rigid = _euler(_registration(atlas_head, t1c, start, (8, 4), (4.0, 2.0), 150, 0.05))
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(rigid.GetCenter())
+    affine.SetMatrix(rigid.GetMatrix())
+    affine.SetTranslation(rigid.GetTranslation())
+    return _registration(atlas_head, t1c, affine, (4, 2, 1), (2.0, 1.0, 0.0), 100, 0.05)
+
+
+def _euler(transform: sitk.Transform) -> sitk.Euler3DTransform:
+    """The rigid transform a registration returned (it may come wrapped in a composite)."""
+    transform = transform.Downcast()
+    while isinstance(transform, sitk.CompositeTransform):
+        transform = transform.GetNthTransform(0).Downcast()
+    return transform
+
+
+SURE_BRAIN_MM = 5
+SEARCH_MM = 4
+T1_TISSUE = 0.55
+T2_TISSUE = (0.4, 2.0)
+"""Near the atlas brain's edge a voxel is brain tissue when its T1 is above ``T1_TISSUE`` and its T2 within
+``T2_TISSUE`` of the brain core's medians: CSF is dark on T1 and bright on T2, skull dark on both, marrow and
+scalp fat bright on T1 but separated from the brain by the skull (cut by an opening)."""
+
+
+def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The brain mask on the atlas grid: the atlas brain eroded by ``SURE_BRAIN_MM`` (sure brain) plus the brain
+    tissue within ``SEARCH_MM`` of the atlas brain connected to it, holes filled, where the scan has signal."""
+    core = ndimage.binary_erosion(atlas_brain, iterations=SURE_BRAIN_MM) & inside
+    if not core.any():
+        return atlas_brain & inside
+    search = ndimage.binary_dilation(atlas_brain, iterations=SEARCH_MM) & inside
+    t1, t2 = float(np.median(t1n[core])), float(np.median(t2w[core]))
+    tissue = search & (t1n > T1_TISSUE * t1) & (t2w > T2_TISSUE[0] * t2) & (t2w < T2_TISSUE[1] * t2)
+    tissue = ndimage.binary_opening(tissue, iterations=2) | core
+    labels, _ = ndimage.label(tissue)
+    return ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core])))
+
+
+def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None = None) -> BratsSpaceCase:
+    """Read, co-register, register to the atlas, resample and skull-strip one native case.
+
+    Raises:
+        InputError: a modality cannot be read, or a registration fails.
+    """
+    head, atlas_brain = atlas or load_atlas()
+    seconds: dict[str, float] = {}
+    tick = time.perf_counter()
+    native = {m: read_native(case.sources[m], case.case_id) for m in MODALITIES}
+    seconds["read"], tick = time.perf_counter() - tick, time.perf_counter()
+    try:
+        to_modality = {m: coregister(native["t1c"], native[m]) for m in MODALITIES if m != "t1c"}
+        seconds["coregister"], tick = time.perf_counter() - tick, time.perf_counter()
+        to_native = register_to_atlas(head, native["t1c"])
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1][:200]
+        raise InputError(f"{case.case_id}: registration failed ({reason}); check that the four files are brain "
+                         "scans of one head") from None
+    seconds["register"], tick = time.perf_counter() - tick, time.perf_counter()
+    images = {}
+    for m in MODALITIES:
+        chain = to_native if m == "t1c" else sitk.CompositeTransform([to_modality[m], to_native])
+        images[m] = sitk.Resample(native[m], head, chain, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    ones = sitk.Image(native["t1c"].GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(native["t1c"])
+    inside = sitk.GetArrayViewFromImage(sitk.Resample(ones, head, to_native, sitk.sitkNearestNeighbor, 0)) > 0
+    seconds["resample"], tick = time.perf_counter() - tick, time.perf_counter()
+    mask = refine_brain_mask(sitk.GetArrayViewFromImage(atlas_brain) > 0,
+                             sitk.GetArrayViewFromImage(images["t1n"]), sitk.GetArrayViewFromImage(images["t2w"]),
+                             inside)
+    brain = sitk.GetImageFromArray(mask.astype(np.uint8))
+    brain.CopyInformation(head)
+    stripped = {m: sitk.Mask(image, brain) for m, image in images.items()}
+    seconds["strip"] = time.perf_counter() - tick
+    return BratsSpaceCase(case.case_id, stripped, brain, native["t1c"], to_native, seconds)
+
+
+def labels_to_native(labels: sitk.Image, case: BratsSpaceCase) -> sitk.Image:
+    """A label map on the atlas grid resampled (nearest neighbour) onto the native T1c grid, uint8."""
+    return sitk.Resample(labels, case.native_t1c, case.to_native.GetInverse(), sitk.sitkNearestNeighbor, 0,
+                         sitk.sitkUInt8)
+
+
+TRANSFORM_NAME = "to-native.tfm"
+NATIVE_T1C_NAME = "native-t1c-grid.nii.gz"
+
+
+def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
+    """Write a prepared case as a BraTS case folder ``folder/<case-id>/`` (the four ``<case-id>-<modality>.nii.gz``,
+    ``<case-id>-brain.nii.gz``, the transform and the native T1c grid), complete or not at all."""
+    target = folder / case.case_id
+    partial = folder / f".{case.case_id}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for modality, image in case.images.items():
+        sitk.WriteImage(image, str(partial / f"{case.case_id}-{modality}.nii.gz"))
+    sitk.WriteImage(case.brain, str(partial / f"{case.case_id}-brain.nii.gz"))
+    sitk.WriteTransform(case.to_native, str(partial / TRANSFORM_NAME))
+    grid = sitk.Image(case.native_t1c.GetSize(), sitk.sitkUInt8)
+    grid.CopyInformation(case.native_t1c)
+    sitk.WriteImage(grid, str(partial / NATIVE_T1C_NAME))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def native_labels(labels_path: Path, prepared_case: Path) -> sitk.Image:
+    """The BraTS-space label map ``labels_path`` on the native T1c grid of a case folder ``write_brats_space``
+    wrote (nearest neighbour through the inverse of the T1c -> atlas transform)."""
+    to_native = sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME))
+    grid = sitk.ReadImage(str(prepared_case / NATIVE_T1C_NAME))
+    labels = sitk.ReadImage(str(labels_path))
+    return sitk.Resample(labels, grid, to_native.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bool) -> list[str]:
+    """Bring every native case under ``root`` to BraTS space as case folders under ``prepared`` (a progress bar);
+    cases whose label map is already in ``output`` are left out unless ``overwrite``. Returns one line per case
+    that cannot be prepared (each is logged; the others go on)."""
+    problems = []
+    atlas = load_atlas()
+    cases = find_native_cases(root)
+    bar_off = True if os.environ.get("TQDM_DISABLE") else None  # --quiet; None: a bar on a terminal only
+    for case in tqdm(cases, desc="preparing", unit="case", disable=bar_off):
+        if not overwrite and (output / f"{case.case_id}.nii.gz").is_file():
+            continue
+        try:
+            if case.problem:
+                raise InputError(f"{case.case_id}: {case.problem}")
+            write_brats_space(to_brats_space(case, atlas), prepared)
+        except InputError as error:
+            log.error("%s", error)
+            problems.append(str(error))
+    return problems

@@ -1,0 +1,155 @@
+"""Native scans -> BraTS space and back: modality names, mappings and DICOM series on real files; on a simulated
+native case from a real BraTS case (skipped without ../shared/data) the registration error, the brain mask and
+``htcnns segment --preprocess`` writing label maps on the native T1c grid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import save_tiny_models
+from htcnns.evaluation.native_sim import registration_error_mm, simulate_native
+from htcnns.inference.cases import find_cases
+from htcnns.inference.prepare import (
+    NATIVE_T1C_NAME,
+    NativeCase,
+    find_native_cases,
+    load_atlas,
+    modality_of,
+    native_case,
+    native_labels,
+    read_native,
+    to_brats_space,
+    write_brats_space,
+)
+from htcnns.labels import MODALITIES
+
+REAL_CASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats-real-labelled" / "BraTS20_Training_001"
+needs_real_case = pytest.mark.skipif(not REAL_CASE.is_dir(), reason="../shared/data is absent")
+
+
+@pytest.mark.parametrize(("name", "modality"), [
+    ("T1_post_gd.nii.gz", "t1c"), ("t1ce.nrrd", "t1c"), ("sub-01_T1c.mha", "t1c"), ("AX FLAIR.nii", "t2f"),
+    ("t2f.nii.gz", "t2f"), ("T2.mha", "t2w"), ("t2w_tse", "t2w"), ("t1.nii", "t1n"), ("case-t1n.nii.gz", "t1n"),
+    ("series_7", None), ("notes.txt", None),
+])
+def test_modality_names(name: str, modality: str | None) -> None:
+    assert modality_of(name) == modality
+
+
+def small_image(seed: int, size: tuple[int, int, int] = (20, 18, 6), spacing: tuple[float, ...] = (1.2, 1.2, 5.0)):
+    image = sitk.GetImageFromArray(np.random.default_rng(seed).uniform(0, 500, size[::-1]).astype(np.int16))
+    image.SetSpacing(spacing)
+    return image
+
+
+def write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    """One file per slice, as a scanner writes them (SimpleITK's DICOM writer)."""
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(image.GetDepth()):
+        piece = image[:, :, z]
+        piece.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1")  # one series UID for all slices
+        piece.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
+        piece.SetMetaData("0020|0013", str(z))
+        piece.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(piece)
+
+
+def test_a_case_from_files_a_mapping_and_a_dicom_series(tmp_path: Path) -> None:
+    case = tmp_path / "patient-1"
+    case.mkdir()
+    sitk.WriteImage(small_image(0), str(case / "T1_post_gd.nrrd"))
+    sitk.WriteImage(small_image(1), str(case / "flair.mha"))
+    sitk.WriteImage(small_image(2), str(case / "t2.nii.gz"))
+    write_dicom_series(small_image(3), case / "series_3")
+    assert "no t1n" in native_case(case).problem
+    (case / "modalities.json").write_text(json.dumps({"t1c": "T1_post_gd.nrrd", "t1n": "series_3",
+                                                      "t2w": "t2.nii.gz", "t2f": "flair.mha"}))
+    found = find_native_cases(tmp_path)
+    assert [c.case_id for c in found] == ["patient-1"] and not found[0].problem
+    series = read_native(found[0].sources["t1n"], "patient-1")
+    assert series.GetSize() == (20, 18, 6)
+    assert series.GetSpacing() == pytest.approx((1.2, 1.2, 5.0), abs=1e-3)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(series), sitk.GetArrayFromImage(small_image(3)))
+
+
+def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "t1c.nrrd"
+    broken.write_bytes(b"NRRD0004\nnot really\n")
+    with pytest.raises(Exception, match=r"case-9: cannot read t1c.nrrd .*re-export"):
+        read_native(broken, "case-9")
+
+
+def brats_space_images(head: sitk.Image) -> dict[str, sitk.Image]:
+    (case,) = find_cases(REAL_CASE)
+    return {m: sitk.Resample(sitk.ReadImage(str(case.paths[m]), sitk.sitkFloat32), head, sitk.Transform(),
+                             sitk.sitkNearestNeighbor, 0.0) for m in MODALITIES}
+
+
+@needs_real_case
+@pytest.mark.slow
+def test_simulated_native_case_is_registered_stripped_and_labels_go_back(tmp_path: Path) -> None:
+    head, atlas_brain = load_atlas()
+    images = brats_space_images(head)
+    truth = simulate_native(images, head, atlas_brain, seed=3)
+    assert {truth.images[m].GetSpacing()[2] for m in MODALITIES} == {2.0, 5.0, 6.0}
+    sources = {}
+    for modality, image in truth.images.items():
+        sources[modality] = tmp_path / f"{modality}.nrrd"
+        sitk.WriteImage(image, str(sources[modality]))
+    prepared = to_brats_space(NativeCase("sim", sources), (head, atlas_brain))
+    true_brain = sitk.GetArrayViewFromImage(images["t1c"]) != 0
+    assert registration_error_mm(prepared.to_native, truth, images["t1c"] != 0) < 1.5
+    brain = sitk.GetArrayViewFromImage(prepared.brain) > 0
+    assert 2 * (brain & true_brain).sum() / (brain.sum() + true_brain.sum()) > 0.85  # measured 0.92 (docs)
+    # a BraTS-space blob goes back onto the native T1c grid where the true transform puts it
+    blob = sitk.GetImageFromArray(np.zeros(true_brain.shape, np.uint8))
+    blob.CopyInformation(head)
+    blob[100:140, 110:150, 60:90] = 2
+    folder = write_brats_space(prepared, tmp_path / "prepared")
+    sitk.WriteImage(blob, str(tmp_path / "blob.nii.gz"))
+    back = native_labels(tmp_path / "blob.nii.gz", folder)
+    assert back.GetSize() == truth.images["t1c"].GetSize()
+    assert back.GetSpacing() == pytest.approx(truth.images["t1c"].GetSpacing(), abs=1e-5)
+    expected = sitk.Resample(blob, truth.images["t1c"], truth.native_to_brats, sitk.sitkNearestNeighbor)
+    ours, theirs = (sitk.GetArrayViewFromImage(x) == 2 for x in (back, expected))
+    assert 2 * (ours & theirs).sum() / (ours.sum() + theirs.sum()) > 0.95
+    assert (folder / NATIVE_T1C_NAME).is_file() and (folder / "sim-brain.nii.gz").is_file()
+
+
+@needs_real_case
+@pytest.mark.slow
+def test_segment_preprocess_writes_labels_on_the_native_grid(tmp_path: Path) -> None:
+    head, atlas_brain = load_atlas()
+    truth = simulate_native(brats_space_images(head), head, atlas_brain, seed=5)
+    native = tmp_path / "in"
+    (native / "patient-a").mkdir(parents=True)
+    for modality, image in truth.images.items():
+        name = {"t1c": "T1_post_gd.nrrd", "t1n": "t1.mha", "t2w": "t2.nii.gz", "t2f": "FLAIR.nii.gz"}[modality]
+        sitk.WriteImage(image, str(native / "patient-a" / name))
+    (native / "patient-b").mkdir()
+    sitk.WriteImage(truth.images["t1c"], str(native / "patient-b" / "t1c.nrrd"))
+    models = save_tiny_models(tmp_path / "models")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(native), "-o", str(out),
+                           "--models", str(models), "--preprocess", "--keep-brats-space", str(tmp_path / "bs"),
+                           "--quiet", "--no-qc"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert "patient-b: no t1n, t2w, t2f" in done.stderr and "Traceback" not in done.stderr
+    labels = sitk.ReadImage(str(out / "patient-a.nii.gz"))
+    assert labels.GetSize() == truth.images["t1c"].GetSize()
+    assert labels.GetOrigin() == pytest.approx(truth.images["t1c"].GetOrigin(), abs=1e-3)
+    assert set(np.unique(sitk.GetArrayViewFromImage(labels))) <= {0, 1, 2, 3}
+    assert sorted(p.name for p in (tmp_path / "bs" / "cases" / "patient-a").iterdir()) == sorted(
+        [*(f"patient-a-{m}.nii.gz" for m in MODALITIES), "patient-a-brain.nii.gz", NATIVE_T1C_NAME, "to-native.tfm"])
+    assert json.loads((out / "htcnns-report.json").read_text())["cases"][0]["case_id"] == "patient-a"
