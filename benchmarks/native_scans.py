@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +42,6 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, work: Path) -> sitk.Image:
     """Segment one BraTS-space case with ``htcnns segment`` (a subprocess) and read the label map back."""
-    import subprocess
-
     folder = work / case_id
     folder.mkdir(parents=True)
     for modality, image in images.items():
@@ -75,7 +74,8 @@ def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
             direct = segment_labels(images, "direct", models, Path(work))
             through = labels_to_native(segment_labels(dict(prepared.images), "prepared", models, Path(work)), prepared)
             direct_native = sitk.Resample(direct, truth.images["t1c"], truth.native_to_brats, sitk.sitkNearestNeighbor)
-            result["wt_dice"] = dice(sitk.GetArrayViewFromImage(through) > 0, sitk.GetArrayViewFromImage(direct_native) > 0)
+            ours, theirs = (sitk.GetArrayViewFromImage(labels) > 0 for labels in (through, direct_native))
+            result["wt_dice"] = dice(ours, theirs)
     return result
 
 

@@ -187,9 +187,10 @@ def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform
 
 
 def coregister(t1c: sitk.Image, moving: sitk.Image) -> sitk.Transform:
-    """Rigid transform taking T1c points to ``moving`` points (same head, another sequence)."""
-    start = sitk.CenteredTransformInitializer(t1c, moving, sitk.Euler3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    """Rigid transform taking T1c points to ``moving`` points (same head, another sequence). It starts from the
+    scanner's coordinates (identity), which series of one session share whatever their field of view."""
+    start = sitk.Euler3DTransform()
+    start.SetCenter(t1c.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in t1c.GetSize()]))
     return _registration(t1c, moving, start, (4, 2), (2.0, 1.0), 100, 0.05)
 
 

@@ -58,7 +58,7 @@ def validate_case(case_id: str, volumes: Mapping[str, Volume]) -> LoadedCase:
 
 BRATS_FIELD_OF_VIEW_MM = (240.0, 240.0, 155.0)
 PREPARE_ADVICE = ("the networks expect BraTS-preprocessed scans (co-registered, skull-stripped, 1 mm isotropic on "
-                  "the SRI24 grid): prepare the case that way first (e.g. BraTS Toolkit)")
+                  "the SRI24 grid): run native scans with `htcnns segment --preprocess` (docs/native-scans.md)")
 
 
 def brats_space_warnings(case_id: str, volume: Volume) -> tuple[str, ...]:
