@@ -5,6 +5,7 @@ native case from a real BraTS case (skipped without ../shared/data) the registra
 from __future__ import annotations
 
 import json
+import locale
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,8 @@ def small_image(seed: int, size: tuple[int, int, int] = (20, 18, 6), spacing: tu
 
 
 def write_dicom_series(image: sitk.Image, folder: Path) -> None:
-    """One file per slice, as a scanner writes them (SimpleITK's DICOM writer)."""
+    """One file per slice, as a scanner writes them (SimpleITK's DICOM writer; GDCM may leave the "C" locale)."""
+    saved = locale.setlocale(locale.LC_ALL)
     folder.mkdir(parents=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -63,6 +65,7 @@ def write_dicom_series(image: sitk.Image, folder: Path) -> None:
         piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
         writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
         writer.Execute(piece)
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 def test_a_case_from_files_a_mapping_and_a_dicom_series(tmp_path: Path) -> None:
@@ -77,7 +80,9 @@ def test_a_case_from_files_a_mapping_and_a_dicom_series(tmp_path: Path) -> None:
                                                       "t2w": "t2.nii.gz", "t2f": "flair.mha"}))
     found = find_native_cases(tmp_path)
     assert [c.case_id for c in found] == ["patient-1"] and not found[0].problem
+    encoding = locale.getpreferredencoding(False)
     series = read_native(found[0].sources["t1n"], "patient-1")
+    assert locale.getpreferredencoding(False) == encoding  # GDCM's switch to the "C" locale is undone
     assert series.GetSize() == (20, 18, 6)
     assert series.GetSpacing() == pytest.approx((1.2, 1.2, 5.0), abs=1e-3)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(series), sitk.GetArrayFromImage(small_image(3)))

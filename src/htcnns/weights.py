@@ -125,7 +125,7 @@ def read_manifest(folder: Path) -> Manifest:
     """Read ``folder/manifest.json``; a missing or malformed file is a WeightsError."""
     path = folder / MANIFEST_NAME
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise WeightsError(f"{path}: cannot read the model manifest ({error})") from error
     return Manifest.from_json(data, path)
@@ -232,7 +232,7 @@ def save_model(network: torch.nn.Module, manifest: Manifest, folder: Path, onnx:
         (folder / ONNX_NAME).chmod(0o644)
         written = replace(written, onnx=OnnxFile(ONNX_NAME, sha256_of(folder / ONNX_NAME), written.roi_size,
                                                  written.sha256))
-    (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
+    (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n", encoding="utf-8")
     return written
 
 
@@ -249,7 +249,7 @@ def save_ensemble(members: Mapping[str, torch.nn.Module], manifest: Manifest, fo
     listed = tuple(EnsembleMember(f"{stem}.safetensors", _write_weights(network, folder / f"{stem}.safetensors"))
                    for stem, network in members.items())
     written = replace(manifest, sha256=ensemble_sha256(listed), ensemble=listed, onnx=None)
-    (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n")
+    (folder / MANIFEST_NAME).write_text(json.dumps(written.to_json(), indent=2) + "\n", encoding="utf-8")
     return written
 
 

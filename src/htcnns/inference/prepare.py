@@ -14,12 +14,14 @@ folder, any grid and orientation, named by modality (``t1c``/``t1ce``/``t1gd``, 
 from __future__ import annotations
 
 import json
+import locale
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -105,7 +107,7 @@ def native_case(folder: Path) -> NativeCase:
     mapping_file = folder / MAPPING_NAME
     if mapping_file.is_file():
         try:
-            mapping = json.loads(mapping_file.read_text())
+            mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
             sources = {m: folder / mapping[m] for m in MODALITIES}
         except (ValueError, KeyError, TypeError) as error:
             return NativeCase(folder.name, problem=f"{MAPPING_NAME} must map each of {', '.join(MODALITIES)} "
@@ -142,22 +144,39 @@ def read_native(path: Path, case_id: str) -> sitk.Image:
     Raises:
         InputError: unreadable, several DICOM series in one folder, or not 3-D.
     """
+    with _read_errors(path, case_id):
+        image = _read_series(path, case_id) if path.is_dir() else sitk.ReadImage(str(path))
+    return _one_volume(image, path, case_id)
+
+
+@contextmanager
+def _read_errors(path: Path, case_id: str) -> Iterator[None]:
+    """ITK's errors while reading ``path`` as one clear InputError."""
     try:
-        if path.is_dir():
-            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-            if len(series) != 1:
-                raise InputError(f"{case_id}: {path.name} holds {len(series)} DICOM series, not one; put each "
-                                 f"series in its own folder or list them in {MAPPING_NAME}")
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(path))
-    except InputError:
-        raise
+        yield
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1][:200]
         raise InputError(f"{case_id}: cannot read {path.name} ({reason}); re-export it as NIfTI or DICOM") from None
+
+
+def _read_series(path: Path, case_id: str) -> sitk.Image:
+    """The one DICOM series of a folder. GDCM switches the C locale to "C" while it reads, which would make
+    Python's default text encoding ASCII for the rest of the run, so the locale is put back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+        if len(series) != 1:
+            raise InputError(f"{case_id}: {path.name} holds {len(series)} DICOM series, not one; put each series "
+                             f"in its own folder or list them in {MAPPING_NAME}")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+        return reader.Execute()
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _one_volume(image: sitk.Image, path: Path, case_id: str) -> sitk.Image:
+    """``image`` as one float32 3-D volume (a trailing singleton fourth axis dropped), else an InputError."""
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:

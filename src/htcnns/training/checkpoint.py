@@ -94,7 +94,7 @@ def _read_state(folder: Path) -> dict[str, Any]:
         raise SettingsError(f"--resume: no checkpoint in {folder} ({CHECKPOINT_STATE} is missing); run without "
                             "--resume to start afresh")
     try:
-        state = json.loads(path.read_text())
+        state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise WeightsError(f"{path}: cannot read the checkpoint ({error})") from error
     if state.get("format_version") != CHECKPOINT_VERSION:

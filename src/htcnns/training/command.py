@@ -259,7 +259,7 @@ def export_run(network: torch.nn.Module, run: Run, progress: Progress) -> Manife
         provenance["synthetic_validation_dice"] = dice
     folder = Path(config.output)
     manifest = save_model(model.network, replace(draft, postprocessing=params, provenance=provenance), folder)
-    (folder / "MODEL_CARD.md").write_text(model_card(manifest))
+    (folder / "MODEL_CARD.md").write_text(model_card(manifest), encoding="utf-8")
     write_curves(folder / CURVES_NAME, progress.losses, progress.evaluations)
     return manifest
 

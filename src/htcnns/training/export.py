@@ -102,7 +102,8 @@ def export_single(run: LoadedModel, output: Path, note: str, options: ExportOpti
         card = model_card(manifest)
     except KeyError:  # a manifest not written by htcnns train
         card = f"# Model card: {manifest.name} ({manifest.architecture})\n\nExported from `{run.folder}`.\n"
-    (output / "MODEL_CARD.md").write_text(card + f"\nExported from `{run.folder}` by `htcnns export` ({note}).\n")
+    (output / "MODEL_CARD.md").write_text(card + f"\nExported from `{run.folder}` by `htcnns export` ({note}).\n",
+                                          encoding="utf-8")
     return manifest
 
 
@@ -120,7 +121,7 @@ def export_ensemble(runs: Sequence[LoadedModel], output: Path) -> Manifest:
     draft = replace(first, name=output.name, postprocessing=replace(first.postprocessing, et_threshold=threshold),
                     provenance=provenance)
     manifest = save_ensemble({stem: run.network for stem, run in zip(stems, runs, strict=True)}, draft, output)
-    (output / "MODEL_CARD.md").write_text(ensemble_card(manifest))
+    (output / "MODEL_CARD.md").write_text(ensemble_card(manifest), encoding="utf-8")
     return manifest
 
 
