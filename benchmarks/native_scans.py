@@ -19,25 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
-from htcnns.evaluation.native_sim import registration_error_mm, simulate_native
-from htcnns.inference.cases import find_cases
+from htcnns.evaluation.native_sim import brats_space_images, registration_error_mm, simulate_native
 from htcnns.inference.prepare import NativeCase, labels_to_native, load_atlas, to_brats_space
-from htcnns.labels import MODALITIES
-
-
-def brats_images(folder: Path, head: sitk.Image) -> dict[str, sitk.Image]:
-    """The four modalities of a BraTS-space case, on the atlas voxel grid (same world grid, any header order)."""
-    (case,) = find_cases(folder)
-    return {m: sitk.Resample(sitk.ReadImage(str(case.paths[m]), sitk.sitkFloat32), head, sitk.Transform(),
-                             sitk.sitkNearestNeighbor, 0.0) for m in MODALITIES}
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
+from htcnns.labels import dice
 
 
 def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, work: Path) -> sitk.Image:
@@ -54,7 +40,7 @@ def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, wo
 
 def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
     head, atlas_brain = load_atlas()
-    images = brats_images(folder, head)
+    images = brats_space_images(folder, head)
     truth = simulate_native(images, head, atlas_brain, seed)
     with tempfile.TemporaryDirectory() as work:
         native_dir = Path(work) / "native"

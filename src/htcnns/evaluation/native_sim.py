@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from htcnns.inference.cases import find_cases
 from htcnns.labels import MODALITIES
 
 #: (in-plane spacing mm, slice thickness mm) per modality: different grids, thick slices.
@@ -29,6 +31,14 @@ class NativeSimulation:
 
     images: Mapping[str, sitk.Image]
     native_to_brats: sitk.AffineTransform
+
+
+def brats_space_images(folder: Path, head: sitk.Image) -> dict[str, sitk.Image]:
+    """The four modalities of the BraTS-space case in ``folder`` on the atlas voxel grid (the same world grid;
+    BraTS headers order their voxels differently)."""
+    (case,) = find_cases(folder)
+    return {m: sitk.Resample(sitk.ReadImage(str(case.paths[m]), sitk.sitkFloat32), head, sitk.Transform(),
+                             sitk.sitkNearestNeighbor, 0.0) for m in MODALITIES}
 
 
 def random_affine(rng: np.random.Generator, centre: tuple[float, ...], degrees: float, shift_mm: float,

@@ -37,11 +37,14 @@ from htcnns.labels import MODALITIES
 MAPPING_NAME = "modalities.json"
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 _MODALITY_TOKENS = (  # first match wins, so t1c before t1n and flair before t2
-    ("t1c", re.compile(r"t1[-_ ]?(c|ce|gd|post|contrast)|t1c", re.I)),
-    ("t2f", re.compile(r"flair|t2f", re.I)),
-    ("t2w", re.compile(r"t2w?", re.I)),
-    ("t1n", re.compile(r"t1n?", re.I)),
+    ("t1c", r"t1[-_ ]?(c|ce|gd|post|contrast)|t1c"),
+    ("t2f", r"flair|t2f"),
+    ("t2w", r"t2w?"),
+    ("t1n", r"t1n?"),
 )
+_MODALITY_NAMES = tuple((modality, re.compile(rf"(^|[^a-z0-9])({token})($|[^a-z0-9])", re.I))
+                        for modality, token in _MODALITY_TOKENS)
+_SUFFIX = re.compile("(" + "|".join(re.escape(s) for s in IMAGE_SUFFIXES) + ")$", re.I)
 REGISTRATION_SEED = 20261202
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,8 @@ class BratsSpaceCase:
     images: modality -> float32 image on the atlas grid, 0 outside the brain.
     brain: uint8 brain mask on the atlas grid.
     native_t1c: the T1c as read (its grid receives the label map back).
-    to_native: maps atlas points to native T1c points (``sitk.Resample`` of atlas-grid images onto the native grid
-        uses its inverse, ``to_atlas``).
+    to_native: maps atlas points to native T1c points (what ``sitk.Resample`` onto the atlas grid needs; its
+        inverse brings atlas-grid label maps onto the native grid).
     seconds: per step (read, coregister, register, resample, strip).
     """
 
@@ -89,11 +92,8 @@ def load_atlas() -> tuple[sitk.Image, sitk.Image]:
 
 def modality_of(name: str) -> str | None:
     """The modality a file or folder name stands for (``MODALITIES`` spelling), or None."""
-    stem = re.sub(r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd)$", "", name, flags=re.I)
-    for modality, token in _MODALITY_TOKENS:
-        if re.search(rf"(^|[^a-z0-9]){token.pattern}($|[^a-z0-9])", stem, re.I):
-            return modality
-    return None
+    stem = _SUFFIX.sub("", name)
+    return next((modality for modality, pattern in _MODALITY_NAMES if pattern.search(stem)), None)
 
 
 def _is_source(path: Path) -> bool:
@@ -133,8 +133,9 @@ def native_case(folder: Path) -> NativeCase:
 
 def find_native_cases(root: Path) -> list[NativeCase]:
     """Every case folder under ``root`` (its sub-folders, or ``root`` itself when it holds the images)."""
-    if native_case(root).sources:
-        return [native_case(root)]
+    itself = native_case(root)
+    if itself.sources:
+        return [itself]
     return [native_case(folder) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
 
 
@@ -296,8 +297,11 @@ def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None
 
 def labels_to_native(labels: sitk.Image, case: BratsSpaceCase) -> sitk.Image:
     """A label map on the atlas grid resampled (nearest neighbour) onto the native T1c grid, uint8."""
-    return sitk.Resample(labels, case.native_t1c, case.to_native.GetInverse(), sitk.sitkNearestNeighbor, 0,
-                         sitk.sitkUInt8)
+    return _onto_native_grid(labels, case.native_t1c, case.to_native)
+
+
+def _onto_native_grid(labels: sitk.Image, native_grid: sitk.Image, to_native: sitk.Transform) -> sitk.Image:
+    return sitk.Resample(labels, native_grid, to_native.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
 TRANSFORM_NAME = "to-native.tfm"
@@ -326,10 +330,8 @@ def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
 def native_labels(labels_path: Path, prepared_case: Path) -> sitk.Image:
     """The BraTS-space label map ``labels_path`` on the native T1c grid of a case folder ``write_brats_space``
     wrote (nearest neighbour through the inverse of the T1c -> atlas transform)."""
-    to_native = sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME))
-    grid = sitk.ReadImage(str(prepared_case / NATIVE_T1C_NAME))
-    labels = sitk.ReadImage(str(labels_path))
-    return sitk.Resample(labels, grid, to_native.GetInverse(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return _onto_native_grid(sitk.ReadImage(str(labels_path)), sitk.ReadImage(str(prepared_case / NATIVE_T1C_NAME)),
+                             sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME)))
 
 
 def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bool) -> list[str]:

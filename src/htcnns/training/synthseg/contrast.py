@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from htcnns.labels import MODALITIES
+
 CLASSES = ("csf", "gm", "wm", "ncr", "ed", "et")
 """Column order of the contrast table: three anatomy classes, then the BraTS tumour labels 1, 2, 3."""
 
@@ -42,8 +44,8 @@ VESSEL_RANGES = np.array([(0.6, 1.0), (1.3, 2.5), (0.3, 1.0), (0.3, 1.0)], dtype
 """(low, high) mean of blood vessels relative to WM, rows MODALITIES: gadolinium makes them bright on t1c only;
 flowing blood is dark (a flow void) or GM-like on T2 and FLAIR."""
 _T1C_FROM_T1N = 0.07  # t1c = t1n * (1 +- 7 %) for every class but ET
-_CSF, _GM, _WM, _NCR, _ED, _ET = range(len(CLASSES))
-_T2F = 3
+_CSF, _GM, _WM, _NCR, _ED, _ET = (CLASSES.index(name) for name in ("csf", "gm", "wm", "ncr", "ed", "et"))
+_T2F = MODALITIES.index("t2f")
 ED_OVER_GM_FLAIR = (1.05, 1.40)
 """Where a draw puts oedema at or below 1.05 x the cortex on FLAIR, oedema becomes cortex x uniform(this range)."""
 
