@@ -104,19 +104,35 @@ def test_unwritable_output_gets_container_advice(inputs: Path, tmp_path: Path):
     assert "Traceback" not in done.stderr
 
 
-def test_docker_stop_leaves_no_partial_file(inputs: Path, tmp_path: Path):
+def copies_of_the_real_case(root: Path, count: int) -> Path:
+    """``count`` copies of the real case under their own ids (files copied: links out of the input are refused)."""
+    for i in range(count):
+        case = root / f"BraTS-GLI-0000{i}-001"
+        case.mkdir(parents=True)
+        for image in REAL.glob(f"{CASE}-*.nii.gz"):
+            shutil.copyfile(image, case / image.name.replace(CASE, case.name))
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+def test_docker_stop_leaves_no_partial_file(tmp_path: Path):
+    # three real cases (about 20 s each on this CPU): the stop at 20 s lands while a case is in the networks
+    inputs = copies_of_the_real_case(tmp_path / "in", 3)
     out = open_folder(tmp_path / "out")
     name = f"htcnns-stop-{os.getpid()}"
     subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--read-only", "--user", UID,
                     "-v", f"{inputs}:/input:ro", "-v", f"{out}:/output", IMAGE], check=True, capture_output=True)
     try:
-        time.sleep(20)  # weights verified and loaded; the real case (over a minute here) is in the networks
+        time.sleep(20)  # weights verified and loaded; the cases are being segmented
         subprocess.run(["docker", "stop", "-t", "60", name], check=True, capture_output=True)
         state = json.loads(subprocess.run(["docker", "inspect", name], capture_output=True, text=True).stdout)
         assert state[0]["State"]["ExitCode"] == 143
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
         assert "Traceback" not in logs
-        assert [p.name for p in out.iterdir() if p.name != f"{CASE}.nii.gz"] == []  # no partial file
+        cases = {f"{p.name}.nii.gz" for p in inputs.iterdir()}
+        assert [p.name for p in out.iterdir() if p.name not in cases] == []  # no partial file
+        assert len(list(out.iterdir())) < len(cases)  # it was stopped before the end
         assert all(labels(p).shape == (240, 240, 155) for p in out.iterdir())  # what is there is complete
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
