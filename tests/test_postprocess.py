@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from htcnns.inference.postprocess import (
     PostprocessParams,
@@ -10,6 +11,7 @@ from htcnns.inference.postprocess import (
     postprocess,
     relabel_small_et_components,
     relabel_small_total_et,
+    remove_thin_oedema,
 )
 from htcnns.labels import Label
 
@@ -175,3 +177,39 @@ def test_rules_at_their_boundaries_agree_with_the_literal_restatement(components
     assert np.array_equal(ours, literal_postprocess(probs, params))
     assert (ours == Label.ET).sum() == et_voxels
     assert (ours > 0).sum() == (probs[0] >= 0.5).sum(), "demoted ET must become NCR, never background"
+
+
+def ball(radius: int) -> np.ndarray:
+    grid = np.mgrid[(slice(-radius, radius + 1),) * 3]
+    return (grid**2).sum(axis=0) <= radius * radius + 0.5
+
+
+def rim_case() -> np.ndarray:
+    """A tumour (ED ball of radius 10 around an NCR/ET core) touching a 2-voxel rim of ED along one face."""
+    grid = np.mgrid[:48, :48, :48]
+    labels = np.zeros((48, 48, 48), np.uint8)
+    labels[((grid - 20) ** 2).sum(axis=0) <= 100] = Label.ED
+    labels[((grid - 20) ** 2).sum(axis=0) <= 16] = Label.NCR
+    labels[((grid - 20) ** 2).sum(axis=0) <= 4] = Label.ET
+    labels[29:31, 2:46, 2:46] = np.where(labels[29:31, 2:46, 2:46] == 0, Label.ED, labels[29:31, 2:46, 2:46])
+    labels[40, 40, 40] = Label.NCR  # a lone core voxel: never removed
+    return labels
+
+
+def test_thin_oedema_rim_goes_and_the_tumour_stays():
+    labels = rim_case()
+    cleaned = remove_thin_oedema(labels, 4)
+    assert not cleaned[29:31, 40:46, 2:46].any()  # the rim, away from the tumour
+    tumour = ((np.mgrid[:48, :48, :48] - 20) ** 2).sum(axis=0) <= 100
+    np.testing.assert_array_equal(cleaned[tumour], labels[tumour])
+    assert cleaned[40, 40, 40] == Label.NCR and np.array_equal(remove_thin_oedema(labels, 0), labels)
+
+
+@pytest.mark.parametrize("radius", [2, 3, 5])
+def test_thin_oedema_equals_scipy_morphology(radius: int):
+    """Distance-transform opening and regrowth equal scipy's binary_opening and binary_dilation with a ball."""
+    labels = rim_case()
+    core = np.isin(labels, (Label.NCR, Label.ET))
+    opened = ndimage.binary_opening(labels > 0, structure=ball(radius)) | core
+    regrown = opened | ((labels > 0) & ndimage.binary_dilation(opened, structure=ball(radius - 1)))
+    np.testing.assert_array_equal(remove_thin_oedema(labels, radius), np.where(regrown, labels, 0))

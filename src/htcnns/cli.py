@@ -92,6 +92,9 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--strict-input", action="store_true",
                         help="refuse cases that do not look BraTS-preprocessed (thick or anisotropic voxels, a "
                              "field of view larger than the BraTS grid, the skull still on); default: warn")
+    parser.add_argument("--oedema-opening", type=positive_int, default=0, metavar="R",
+                        help="remove oedema thinner than a ball of R voxels (e.g. a false rim along the cortex) from "
+                             "the fused map; not the paper's post-processing, off by default (docs/real-cases.md)")
     parser.add_argument("--preprocess", action="store_true",
                         help="the input is native scans (any grid per modality, skull on; NIfTI, NRRD, MHA or DICOM "
                              "series folders): bring each case to BraTS space first and write its label map on the "
@@ -125,7 +128,8 @@ def run_segment(args: argparse.Namespace) -> int:
     segmenter = Segmenter(args.models, args.device, args.backend, args.fusion)
     options = dict(qc_dir=qc_dir, report_path=args.report, write_report=not args.no_report, shard=shard,
                    labels=LabelConvention(args.labels), sw_batch_size=args.sw_batch_size,
-                   case_timeout=args.case_timeout, strict_input=args.strict_input)
+                   case_timeout=args.case_timeout, strict_input=args.strict_input,
+                   oedema_opening=args.oedema_opening)
     unprepared: list[str] = []
     if args.preprocess:
         results, report, unprepared = segmenter.segment_native_folder(

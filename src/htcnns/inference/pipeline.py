@@ -34,7 +34,7 @@ from htcnns.inference.cases import Case, case_id_problem, display_id, find_cases
 from htcnns.inference.fuse import FusionMethod, fuse_label_maps
 from htcnns.inference.interrupts import deadline, hold_stops, release_stops
 from htcnns.inference.io import PARTIAL_PREFIX, Volume, error_reason, read_volume, remove_partial_files, write_label_map
-from htcnns.inference.postprocess import postprocess
+from htcnns.inference.postprocess import postprocess, remove_thin_oedema
 from htcnns.inference.predict import fast_inference_settings, predict, resolve_device, to_network_input
 from htcnns.inference.preprocess import Prepared, preprocess, restore_input_grid
 from htcnns.inference.qc import write_case_qc
@@ -63,6 +63,8 @@ class Settings:
     prefetch: load the next case in the background while the networks run on this one.
     overwrite: segment every case again instead of keeping valid outputs of an earlier run.
     low_memory: blend windows and fuse on the CPU (used by the retry after a CUDA out-of-memory).
+    oedema_opening: with R > 0, oedema thinner than a ball of R voxels is removed from the fused map
+        (``postprocess.remove_thin_oedema``; not the paper's, off by default, docs/real-cases.md).
     """
 
     device: str = "auto"
@@ -75,6 +77,7 @@ class Settings:
     qc_dir: Path | None = None
     strict_input: bool = False
     prefetch: bool = True
+    oedema_opening: int = 0
 
 
 def default_models_root() -> Path:
@@ -183,7 +186,7 @@ def segment_case(case: Case, models: Sequence[LoadedModel], settings: Settings, 
             per_model.append(postprocess(probs, model.manifest.postprocessing, brain=prepared.brain))
     with clock.stage("fuse"):
         fused = fuse_label_maps(per_model, settings.fusion, device=stitch or str(models[0].device))
-        labels = restore_input_grid(fused, prepared)
+        labels = restore_input_grid(remove_thin_oedema(fused, settings.oedema_opening), prepared)
     with clock.stage("review"):
         review = review_case(per_model) if len(per_model) > 1 else None
     return Segmentation(labels, ready.reference, review)

@@ -7,6 +7,8 @@
 3. If the ET left is smaller than ``min_total_et_voxels`` and its mean p(ET) is below
    ``min_mean_et_probability``, all ET becomes NCR.
 Comparisons are strict: 16 voxels, or a mean of exactly 0.9 (as float32), keep their ET.
+
+Not the paper's, off by default: ``remove_thin_oedema`` (``segment --oedema-opening R``) on the fused label map.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import cc3d
 import numpy as np
+from scipy import ndimage
 
 from htcnns.labels import Label, labels_from_regions
 
@@ -70,9 +73,11 @@ def relabel_small_et_components(
     Returns:
         A new label map; ``labels`` is not modified.
     """
-    components = cc3d.connected_components(labels == Label.ET, connectivity=26)
-    sizes = np.bincount(components.ravel())
-    prob_sums = np.bincount(components.ravel(), weights=et_prob.ravel().astype(np.float64))
+    et = labels == Label.ET
+    components = cc3d.connected_components(et, connectivity=26)
+    ids = components[et]  # only ET voxels are counted: the rest is component 0
+    sizes = np.bincount(ids, minlength=1)
+    prob_sums = np.bincount(ids, weights=et_prob[et].astype(np.float64), minlength=1)
     mean_probs = prob_sums / np.maximum(sizes, 1)
     demote = (sizes < min_voxels) & (mean_probs < _as_float32(min_mean_prob))
     demote[0] = False
@@ -120,3 +125,47 @@ def postprocess(probs: np.ndarray, params: PostprocessParams, *, brain: np.ndarr
     return relabel_small_total_et(
         labels, et_prob, min_voxels=params.min_total_et_voxels, min_mean_prob=params.min_mean_et_probability
     )
+
+
+def remove_thin_oedema(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Oedema in shells or strands thinner than a ball of ``radius`` voxels becomes background.
+
+    The whole tumour is opened with that ball (which removes, e.g., a false rim of oedema along the cortex, even
+    where it touches the tumour), then grown back by ``radius - 1`` voxels inside the original tumour, so the
+    outline of what stays is kept. NCR and ET are never removed. ``radius`` 0 returns the map unchanged.
+
+    Args:
+        labels: uint8 (X, Y, Z), values {0, NCR, ED, ET}.
+        radius: ball radius in voxels (mm on the BraTS grid).
+
+    Returns:
+        A new label map; ``labels`` is not modified.
+    """
+    result = labels.copy()
+    tumour = labels > 0
+    if radius <= 0 or not tumour.any():
+        return result
+    box = _padded_box(tumour, radius)
+    whole, core = tumour[box], np.isin(labels[box], (Label.NCR, Label.ET))
+    thick = _within(_beyond(whole, radius), radius) | core
+    kept = thick | (whole & _within(thick, radius - 1))
+    result[box][~kept] = 0
+    return result
+
+
+def _padded_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The bounding box of ``mask`` grown by ``margin`` voxels on every side (inside the array)."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, mask.shape, strict=True))
+
+
+def _beyond(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Erosion of ``mask`` by a ball of ``radius``: voxels farther than ``radius`` from every voxel outside it."""
+    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1, 1:-1] > radius
+
+
+def _within(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Dilation of ``mask`` by a ball of ``radius``: voxels at most ``radius`` from a voxel of it."""
+    if not mask.any():
+        return mask
+    return ndimage.distance_transform_edt(~mask) <= radius

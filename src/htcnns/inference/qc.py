@@ -79,8 +79,12 @@ def region_volumes_ml(labels: np.ndarray, affine: np.ndarray) -> dict[str, float
 
     Values are rounded to 0.001 ml; a BraTS 2021 map (ET = 4) must be converted first (4 counts as nothing here).
     """
-    values, counts = np.unique(np.asarray(labels), return_counts=True)
-    count = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:  # one pass instead of a sort (0.15 s on a BraTS grid)
+        count = dict(enumerate(np.bincount(labels.ravel()).tolist()))
+    else:
+        values, counts = np.unique(labels, return_counts=True)
+        count = dict(zip(values.tolist(), counts.tolist(), strict=True))
     size = voxel_ml(affine)
     return {name: round(sum(count.get(int(v), 0) for v in vals) * size, 3) for name, vals in REGION_VALUES.items()}
 
@@ -139,7 +143,7 @@ def _window(image: np.ndarray) -> tuple[float, float]:
 
 def _cut(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """A plane of a RAS+ volume as rows x columns for ``origin="lower"``, flipped to the radiological view."""
-    plane = np.take(volume, index, axis=axis).T  # rows: the higher remaining axis, columns: the lower one
+    plane = np.moveaxis(volume, axis, 0)[index].T  # a view; rows: the higher remaining axis, columns: the lower one
     return plane[:, ::-1]  # R (axial, coronal) or A (sagittal) on the left
 
 
@@ -166,7 +170,7 @@ def _draw_panel(axis_plot: Any, volume: np.ndarray, labels: np.ndarray, window: 
                      aspect=aspect, interpolation="nearest")
     axis_plot.set_axis_off()
     if title:
-        axis_plot.set_title(title, fontsize=8)
+        axis_plot.set_title(title, fontsize=8, y=1.0)  # a fixed place: matplotlib skips its tick-box search
     if letters:
         style = {"color": "white", "fontsize": 8, "transform": axis_plot.transAxes, "weight": "bold"}
         for text, x, y, ha, va in ((left, 0.01, 0.5, "left", "center"), (right, 0.99, 0.5, "right", "center"),
