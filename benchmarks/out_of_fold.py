@@ -3,6 +3,7 @@
 Each ``--fold DIR`` is a folder of model folders (one per network) trained with ``--folds K --fold i``; its cases
 held out (read from each manifest's ``provenance.validation_cases``) are segmented by each network and by the
 fusion of all of them, exactly as ``htcnns segment`` does (same preprocessing, post-processing and STAPLE).
+``--oedema-opening R`` (repeatable) also scores the fusion with ``segment --oedema-opening R`` (not the paper's).
 ``--models DIR`` instead scores one models folder on every case (e.g. today's bundled weights, never trained on
 them). Writes a JSON of per-case Dice and prints a table; ``--overlays DIR`` writes a FLAIR overlay per case.
 ``--record MODELS`` writes the out-of-fold Dice of each network (and of the fusion) into the manifest and model
@@ -29,6 +30,7 @@ from htcnns.inference.fuse import fuse_label_maps
 from htcnns.inference.io import atomic_write_text
 from htcnns.inference.overlay import save_overlay
 from htcnns.inference.pipeline import load_models, model_labels
+from htcnns.inference.postprocess import remove_thin_oedema
 from htcnns.inference.predict import to_network_input
 from htcnns.inference.preprocess import restore_input_grid
 from htcnns.inference.review import Review, review_case
@@ -48,15 +50,22 @@ def held_out(models: list[LoadedModel]) -> set[str]:
     return set(sets.pop())
 
 
-def score_case(case: RealCase, models: list[LoadedModel]) -> tuple[dict[str, dict[str, float]], np.ndarray, Review]:
-    """Dice per network and for the STAPLE fusion; returns them, the fused label map on the case's grid and the
-    review of the networks' agreement (as ``htcnns segment`` computes it)."""
+def score_case(case: RealCase, models: list[LoadedModel], openings: tuple[int, ...] = ()
+               ) -> tuple[dict[str, dict[str, float]], np.ndarray, Review]:
+    """Dice per network, for the STAPLE fusion and for the fusion with each oedema opening in ``openings``; returns
+    them, the fused label map on the case's grid and the review of the networks' agreement (as ``htcnns segment``
+    computes it)."""
     image = to_network_input(case.prepared.image, next(models[0].network.parameters()).device)
     per_model = {base_name(m.manifest.name): model_labels(image, case.prepared, m) for m in models}
     fused = fuse_label_maps(list(per_model.values()), "staple", device="cpu")
-    labels = {**per_model, FUSED: fused}
+    labels = {**per_model, FUSED: fused} | {opened_name(r): remove_thin_oedema(fused, r) for r in openings}
     scored = {name: region_dice(restore_input_grid(lab, case.prepared), case.labels) for name, lab in labels.items()}
     return scored, restore_input_grid(fused, case.prepared), review_case(list(per_model.values()))
+
+
+def opened_name(radius: int) -> str:
+    """The results' name of the fusion with ``--oedema-opening radius``."""
+    return f"{FUSED}+opening{radius}"
 
 
 def overlay(case: RealCase, flair_path: Path, fused: np.ndarray, path: Path, title: str) -> None:
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlays", type=Path, help="write <case>.png overlays of the fusion here")
     parser.add_argument("--record", type=Path, help="write the scores into this models folder's manifests and cards")
     parser.add_argument("--review-json", type=Path, help="write each case's review (networks' agreement) here")
+    parser.add_argument("--oedema-opening", type=int, action="append", default=[], metavar="R",
+                        help="also score the fusion with segment --oedema-opening R (repeatable)")
     parser.add_argument("--roi", type=roi_override, action="append", default=[], metavar="NAME=EDGE",
                         help="run network NAME with cubic windows of EDGE voxels instead of its manifest's")
     args = parser.parse_args(argv)
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     for models, case_ids in plans:
         for case_id in sorted(case_ids):
             case = load_real_case(cases[case_id])
-            results[case_id], fused, reviews[case_id] = score_case(case, models)
+            results[case_id], fused, reviews[case_id] = score_case(case, models, tuple(args.oedema_opening))
             print(case_id, {n: [round(d[r], 3) for r in REGIONS] for n, d in results[case_id].items()}, flush=True)
             if args.overlays:
                 args.overlays.mkdir(parents=True, exist_ok=True)

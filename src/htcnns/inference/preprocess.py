@@ -38,7 +38,8 @@ class Prepared:
 def preprocess(case: LoadedCase) -> Prepared:
     """Reorient, crop to the brain (plus CROP_MARGIN_VOXELS) and z-score each modality over the brain."""
     orientation = orientations.io_orientation(case.affine)
-    image = np.stack([orientations.apply_orientation(channel, orientation) for channel in case.image])
+    # channels last for nibabel, which flips and transposes the first three axes: views, no copy of the case
+    image = np.moveaxis(orientations.apply_orientation(np.moveaxis(case.image, 0, -1), orientation), -1, 0)
     brain = (image != 0).any(axis=0)
     crop = brain_box(brain, CROP_MARGIN_VOXELS)
     cropped, brain_cropped = image[(slice(None), *crop)], brain[crop]
