@@ -121,6 +121,16 @@ def test_rerun_keeps_valid_outputs_and_redoes_broken_ones(tmp_path: Path, models
     assert [r.status for r in overwritten] == [Status.OK] * 3
 
 
+def test_rerun_removes_a_partial_qc_picture_of_a_killed_run(tmp_path: Path, models, instant):
+    three_cases(tmp_path / "in")
+    qc = tmp_path / "out" / "qc"
+    qc.mkdir(parents=True)
+    (qc / ".htcnns-abc.part").write_bytes(b"half a PNG")
+    segment_folder(tmp_path / "in", tmp_path / "out", models, Settings(qc_dir=qc))
+    assert not [p.name for p in qc.iterdir() if p.name.startswith(".")]
+    assert (qc / "index.html").is_file()
+
+
 def test_other_label_convention_is_not_kept(tmp_path: Path, models, instant):
     three_cases(tmp_path / "in")
     segment_folder(tmp_path / "in", tmp_path / "out", models, Settings())

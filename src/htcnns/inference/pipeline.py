@@ -410,6 +410,9 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
     if shard is not None:
         log.info("shard %s: %d of the %d cases under %s", shard, len(cases), len(found), input_dir)
     prepare_output(output_dir)
+    if settings.qc_dir is not None and settings.qc_dir.is_dir():  # a QC picture a killed run was writing
+        for leftover in remove_partial_files(settings.qc_dir):
+            log.info("removed %s, a temporary file left by an interrupted run", leftover.name)
     run = {"input": str(input_dir.resolve()), "output": str(output_dir.resolve()),
            "device": describe_device(models[0].device), "backend": models[0].backend,
            "settings": asdict(settings) | {"qc_dir": str(settings.qc_dir) if settings.qc_dir else None},
