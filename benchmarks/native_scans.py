@@ -1,8 +1,9 @@
 """Preparation measured on simulated native scans of real BraTS-space cases (htcnns.evaluation.native_sim).
 
-For each case: native scans with a random head pose, per-sequence motion, thick slices and the SRI24 skull;
-``htcnns.inference.prepare.to_brats_space`` on them; printed: the registration error (mm, mean over the brain),
-the brain-mask Dice against the case's own BraTS mask, the preparation seconds and, with ``--models``, WT Dice
+For each case: native scans with the SRI24 head fitted to the case's brain, a random head pose, per-sequence
+motion and thick slices; ``htcnns.inference.prepare.to_brats_space`` on them; printed: the registration error (mm,
+mean over the brain, against the pose and the fit), the brain-mask Dice against the case's own BraTS mask moved by
+the fit (where registration to the atlas puts it), the preparation seconds and, with ``--models``, WT Dice
 between the segmentation through preparation (on the native T1c grid) and the direct one (moved there by the
 true transform).
 
@@ -52,7 +53,7 @@ def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
         start = time.perf_counter()
         prepared = to_brats_space(NativeCase(folder.name, sources), (head, atlas_brain))
         seconds = time.perf_counter() - start
-        true_brain = sitk.GetArrayViewFromImage(images["t1c"]) != 0
+        true_brain = sitk.GetArrayFromImage(truth.in_atlas_space(images["t1c"] != 0)) > 0
         result = {"seconds": seconds, **{f"s_{k}": v for k, v in prepared.seconds.items()},
                   "registration_error_mm": registration_error_mm(prepared.to_native, truth, images["t1c"] != 0),
                   "brain_dice": dice(sitk.GetArrayViewFromImage(prepared.brain) > 0, true_brain)}

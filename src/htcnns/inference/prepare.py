@@ -241,20 +241,29 @@ T2_TISSUE = (0.4, 2.0)
 """Near the atlas brain's edge a voxel is brain tissue when its T1 is above ``T1_TISSUE`` and its T2 within
 ``T2_TISSUE`` of the brain core's medians: CSF is dark on T1 and bright on T2, skull dark on both, marrow and
 scalp fat bright on T1 but separated from the brain by the skull (cut by an opening)."""
+CSF_BELOW = 0.55
+"""Inside the mask a voxel is CSF when its T1 and its FLAIR are below ``CSF_BELOW`` times the core's medians
+(fluid is suppressed on FLAIR; oedema and tumour are not)."""
 
 
-def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray, inside: np.ndarray) -> np.ndarray:
+def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray, t2f: np.ndarray,
+                      inside: np.ndarray) -> np.ndarray:
     """The brain mask on the atlas grid: the atlas brain eroded by ``SURE_BRAIN_MM`` (sure brain) plus the brain
-    tissue within ``SEARCH_MM`` of the atlas brain connected to it, holes filled, where the scan has signal."""
+    tissue within ``SEARCH_MM`` of the atlas brain connected to it, less the CSF that reaches the mask's surface
+    (where the patient's brain is smaller than the atlas's), holes filled, where the scan has signal."""
     core = ndimage.binary_erosion(atlas_brain, iterations=SURE_BRAIN_MM) & inside
     if not core.any():
         return atlas_brain & inside
     search = ndimage.binary_dilation(atlas_brain, iterations=SEARCH_MM) & inside
-    t1, t2 = float(np.median(t1n[core])), float(np.median(t2w[core]))
+    t1, t2, flair = (float(np.median(image[core])) for image in (t1n, t2w, t2f))
     tissue = search & (t1n > T1_TISSUE * t1) & (t2w > T2_TISSUE[0] * t2) & (t2w < T2_TISSUE[1] * t2)
     tissue = ndimage.binary_opening(tissue, iterations=2) | core
     labels, _ = ndimage.label(tissue)
-    return ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core])))
+    mask = ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core])))
+    csf = ndimage.binary_opening(mask & (t1n < CSF_BELOW * t1) & (t2f < CSF_BELOW * flair))
+    labels, _ = ndimage.label(csf)
+    surface = csf & ~ndimage.binary_erosion(mask)
+    return ndimage.binary_fill_holes(mask & ~np.isin(labels, np.unique(labels[surface & (labels > 0)])))
 
 
 def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None = None) -> BratsSpaceCase:
@@ -286,8 +295,7 @@ def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None
     inside = sitk.GetArrayViewFromImage(sitk.Resample(ones, head, to_native, sitk.sitkNearestNeighbor, 0)) > 0
     seconds["resample"], tick = time.perf_counter() - tick, time.perf_counter()
     mask = refine_brain_mask(sitk.GetArrayViewFromImage(atlas_brain) > 0,
-                             sitk.GetArrayViewFromImage(images["t1n"]), sitk.GetArrayViewFromImage(images["t2w"]),
-                             inside)
+                             *(sitk.GetArrayViewFromImage(images[m]) for m in ("t1n", "t2w", "t2f")), inside)
     brain = sitk.GetImageFromArray(mask.astype(np.uint8))
     brain.CopyInformation(head)
     stripped = {m: sitk.Mask(image, brain) for m, image in images.items()}
