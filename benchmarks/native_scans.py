@@ -53,7 +53,7 @@ def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
         start = time.perf_counter()
         prepared = to_brats_space(NativeCase(folder.name, sources), (head, atlas_brain))
         seconds = time.perf_counter() - start
-        true_brain = sitk.GetArrayFromImage(truth.in_atlas_space(images["t1c"] != 0)) > 0
+        true_brain = truth.in_atlas_space(images["t1c"] != 0)
         result = {"seconds": seconds, **{f"s_{k}": v for k, v in prepared.seconds.items()},
                   "registration_error_mm": registration_error_mm(prepared.to_native, truth, images["t1c"] != 0),
                   "brain_dice": dice(sitk.GetArrayViewFromImage(prepared.brain) > 0, true_brain)}

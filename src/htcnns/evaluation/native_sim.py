@@ -46,11 +46,12 @@ class NativeSimulation:
         """Native T1c points -> atlas points: what a perfect registration of the T1c to the atlas head finds."""
         return sitk.CompositeTransform([self.brats_to_atlas, self.native_to_brats])
 
-    def in_atlas_space(self, mask: sitk.Image) -> sitk.Image:
-        """A mask of the case's BraTS grid moved to where the atlas registration puts it (linear, > 0.5)."""
+    def in_atlas_space(self, mask: sitk.Image) -> np.ndarray:
+        """A mask of the case's BraTS grid moved to where the atlas registration puts it (linear, > 0.5), bool
+        (z, y, x)."""
         moved = sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), mask, self.brats_to_atlas.GetInverse(),
                               sitk.sitkLinear, 0.0)
-        return moved > 0.5
+        return sitk.GetArrayFromImage(moved) > 0.5
 
 
 def brats_space_images(folder: Path, head: sitk.Image) -> dict[str, sitk.Image]:

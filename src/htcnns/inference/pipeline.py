@@ -380,7 +380,12 @@ def prepare_output(output_dir: Path) -> None:
     except OSError as error:
         raise OutputError(f"output folder {output_dir} cannot be written ({error_reason(error)}); make it writable "
                           "or choose another -o folder.") from error
-    for path in remove_partial_files(output_dir):
+    remove_leftovers(output_dir)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete (and log) the temporary files a killed run left in ``folder``."""
+    for path in remove_partial_files(folder):
         log.info("removed %s, a temporary file left by an interrupted run", path.name)
 
 
@@ -411,8 +416,7 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
         log.info("shard %s: %d of the %d cases under %s", shard, len(cases), len(found), input_dir)
     prepare_output(output_dir)
     if settings.qc_dir is not None and settings.qc_dir.is_dir():  # a QC picture a killed run was writing
-        for leftover in remove_partial_files(settings.qc_dir):
-            log.info("removed %s, a temporary file left by an interrupted run", leftover.name)
+        remove_leftovers(settings.qc_dir)
     run = {"input": str(input_dir.resolve()), "output": str(output_dir.resolve()),
            "device": describe_device(models[0].device), "backend": models[0].backend,
            "settings": asdict(settings) | {"qc_dir": str(settings.qc_dir) if settings.qc_dir else None},

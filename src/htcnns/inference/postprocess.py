@@ -19,7 +19,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from htcnns.labels import Label, labels_from_regions
+from htcnns.labels import REGION_LABELS, Label, labels_from_regions
 
 DECISION_PROBABILITY = 0.5
 
@@ -142,11 +142,11 @@ def remove_thin_oedema(labels: np.ndarray, radius: int) -> np.ndarray:
         A new label map; ``labels`` is not modified.
     """
     result = labels.copy()
-    tumour = labels > 0
-    if radius <= 0 or not tumour.any():
+    tumour = labels > 0 if radius > 0 else None
+    if tumour is None or not tumour.any():
         return result
     box = _padded_box(tumour, radius)
-    whole, core = tumour[box], np.isin(labels[box], (Label.NCR, Label.ET))
+    whole, core = tumour[box], np.isin(labels[box], REGION_LABELS["TC"])
     thick = _within(_beyond(whole, radius), radius) | core
     kept = thick | (whole & _within(thick, radius - 1))
     result[box][~kept] = 0

@@ -263,7 +263,7 @@ def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray,
     csf = ndimage.binary_opening(mask & (t1n < CSF_BELOW * t1) & (t2f < CSF_BELOW * flair))
     labels, _ = ndimage.label(csf)
     surface = csf & ~ndimage.binary_erosion(mask)
-    return ndimage.binary_fill_holes(mask & ~np.isin(labels, np.unique(labels[surface & (labels > 0)])))
+    return ndimage.binary_fill_holes(mask & ~np.isin(labels, np.unique(labels[surface])))
 
 
 def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None = None) -> BratsSpaceCase:
