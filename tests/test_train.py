@@ -64,6 +64,17 @@ def test_random_patch_shapes_and_tumour_bias():
         assert patch.shape == (4, 16, 16, 16) and target.shape == (3, 16, 16, 16)
         hits += target.any()
     assert hits >= 15  # two in three patches are centred on tumour
+    always = [random_patch(Sample(image, regions), 16, rng, foreground=1.0)[1].any() for _ in range(20)]
+    assert all(always)
+    never = sum(random_patch(Sample(image, regions), 16, rng, foreground=0.0)[1].any() for _ in range(60))
+    assert never < 30  # the tumour fills 4^3 of 40^3 voxels: a random patch rarely holds it
+
+
+def test_foreground_share_outside_zero_to_one_is_refused(tmp_path: Path):
+    config = TrainConfig(architecture="unet", output=str(tmp_path / "unet"), steps=1, foreground_share=1.5)
+    with pytest.raises(SettingsError, match="--foreground-share 1.5"):
+        train(config)
+    assert not (tmp_path / "unet").exists()
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -23,6 +23,7 @@ class TrainConfig:
     data: the generated kind ("phantoms", "synthseg", "synthseg2" (SynthSeg anatomies, synthseg.v2), or ""
     for none); real_data: folders of labelled cases.
     data_weights: the share of patches drawn from each source, generated first (default: equal shares).
+    foreground_share: the share of patches centred on a tumour voxel (nnU-Net's oversampling); the rest anywhere.
     """
 
     architecture: str
@@ -42,6 +43,7 @@ class TrainConfig:
     data: str = "phantoms"
     real_data: tuple[str, ...] = ()
     data_weights: tuple[float, ...] = ()
+    foreground_share: float = 2 / 3
     atlas: str = ""
     domain: str = "adult"
     refresh_every: int = 0
@@ -66,6 +68,12 @@ def network_config(config: TrainConfig) -> dict:
 def data_sources(config: TrainConfig) -> tuple[str, ...]:
     """The run's sources in sampling order: the generated kind (if any), then each real folder."""
     return ((config.data,) if config.data else ()) + tuple(config.real_data)
+
+
+def check_foreground_share(config: TrainConfig) -> None:
+    """Refuse a ``--foreground-share`` outside [0, 1]."""
+    if not 0.0 <= config.foreground_share <= 1.0:
+        raise SettingsError(f"--foreground-share {config.foreground_share}: give a share between 0 and 1")
 
 
 def source_weights(config: TrainConfig) -> tuple[float, ...]:

@@ -69,13 +69,14 @@ def make_samples(seeds: Iterable[int], make_case: Callable[[int], TrainingCase])
     return [to_sample(make_case(seed)) for seed in tqdm(seeds, desc="cases", unit="case", disable=None)]
 
 
-def random_patch(sample: Sample, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A (4, s, s, s) image patch and its (3, s, s, s) target; two in three are centred on tumour.
+def random_patch(sample: Sample, size: int, rng: np.random.Generator,
+                 foreground: float = 2 / 3) -> tuple[np.ndarray, np.ndarray]:
+    """A (4, s, s, s) image patch and its (3, s, s, s) target; a share ``foreground`` is centred on tumour.
 
     Augmentation: MONAI transforms (``htcnns.training.augment``), their draws taken from ``rng``.
     """
     shape = np.array(sample.image.shape[1:])
-    if rng.random() < 2 / 3:
+    if rng.random() < foreground:
         tumour = np.argwhere(sample.regions[0] > 0)
         centre = tumour[rng.integers(len(tumour))]
     else:

@@ -56,8 +56,8 @@ def make_learner(network: torch.nn.Module, config: TrainConfig) -> Learner:
 def train_step(learner: Learner, pools: list[list[Sample]], config: TrainConfig, loss: Loss,
                weights: tuple[float, ...] = ()) -> float:
     """One optimiser step on a batch of random patches from ``pools`` (drawn with ``weights``); returns its loss."""
-    pairs = [random_patch(pick_sample(learner.rng, pools, weights), config.patch_size, learner.rng)
-             for _ in range(config.batch_size)]
+    pairs = [random_patch(pick_sample(learner.rng, pools, weights), config.patch_size, learner.rng,
+                          config.foreground_share) for _ in range(config.batch_size)]
     images = torch.from_numpy(np.stack([p[0] for p in pairs]))
     targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
     learner.optimizer.zero_grad(set_to_none=True)
