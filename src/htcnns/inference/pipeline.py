@@ -447,6 +447,9 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
         prefetch.close()
         if settings.qc_dir is not None:
             write_batch_page(report, settings.qc_dir)  # the page's state as the report's (finished, interrupted)
+        if report.run.get("state") == "interrupted":  # a stop at a write's start can leave its temp file
+            for folder in {output_dir, settings.qc_dir} - {None}:
+                remove_leftovers(folder)
     return results, report
 
 
