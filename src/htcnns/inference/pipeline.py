@@ -380,13 +380,13 @@ def prepare_output(output_dir: Path) -> None:
     except OSError as error:
         raise OutputError(f"output folder {output_dir} cannot be written ({error_reason(error)}); make it writable "
                           "or choose another -o folder.") from error
-    remove_leftovers(output_dir)
 
 
-def remove_leftovers(folder: Path) -> None:
-    """Delete (and log) the temporary files a killed run left in ``folder``."""
-    for path in remove_partial_files(folder):
-        log.info("removed %s, a temporary file left by an interrupted run", path.name)
+def remove_leftovers(*folders: Path | None) -> None:
+    """Delete (and log) the temporary files an interrupted or killed run left in the existing ``folders``."""
+    for folder in folders:
+        for path in remove_partial_files(folder) if folder is not None and folder.is_dir() else ():
+            log.info("removed %s, a temporary file left by an interrupted run", path.name)
 
 
 def log_result(result: CaseResult) -> None:
@@ -415,8 +415,7 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
     if shard is not None:
         log.info("shard %s: %d of the %d cases under %s", shard, len(cases), len(found), input_dir)
     prepare_output(output_dir)
-    if settings.qc_dir is not None and settings.qc_dir.is_dir():  # a QC picture a killed run was writing
-        remove_leftovers(settings.qc_dir)
+    remove_leftovers(output_dir, settings.qc_dir)  # label maps and QC pictures a killed run was writing
     run = {"input": str(input_dir.resolve()), "output": str(output_dir.resolve()),
            "device": describe_device(models[0].device), "backend": models[0].backend,
            "settings": asdict(settings) | {"qc_dir": str(settings.qc_dir) if settings.qc_dir else None},
@@ -448,8 +447,7 @@ def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], 
         if settings.qc_dir is not None:
             write_batch_page(report, settings.qc_dir)  # the page's state as the report's (finished, interrupted)
         if report.run.get("state") == "interrupted":  # a stop at a write's start can leave its temp file
-            for folder in {output_dir, settings.qc_dir} - {None}:
-                remove_leftovers(folder)
+            remove_leftovers(output_dir, settings.qc_dir)
     return results, report
 
 

@@ -142,8 +142,10 @@ def remove_thin_oedema(labels: np.ndarray, radius: int) -> np.ndarray:
         A new label map; ``labels`` is not modified.
     """
     result = labels.copy()
-    tumour = labels > 0 if radius > 0 else None
-    if tumour is None or not tumour.any():
+    if radius <= 0:
+        return result
+    tumour = labels > 0
+    if not tumour.any():
         return result
     box = _padded_box(tumour, radius)
     whole, core = tumour[box], np.isin(labels[box], REGION_LABELS["TC"])
