@@ -16,6 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
+
+from htcnns.evaluation.native_sim import brats_space_images, simulate_native
+from htcnns.inference.prepare import load_atlas
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -25,6 +29,8 @@ REAL = SHARED / "brats2023-gli-00001-000"
 CASE = "BraTS-GLI-00001-000"
 LABELLED = SHARED / "brats-real-labelled" / "BraTS-GLI-00000-000"
 UID = "12345:12345"
+#: a hospital's names and formats for the four native sequences
+NATIVE_NAMES = {"t1c": "T1_post_gd.nrrd", "t1n": "t1.mha", "t2w": "T2.nii.gz", "t2f": "flair.nrrd"}
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True)
@@ -183,3 +189,36 @@ def test_mlcube_client_infer_then_evaluate(inputs: Path, host_labels: np.ndarray
     metrics = json.loads((cube / "workspace" / "metrics.yaml").read_text())  # YAML in JSON syntax
     assert (cube / "workspace" / "metrics.yaml").stat().st_uid == 12345
     assert CASE in json.dumps(metrics) and "LesionWise_Score_Dice" in json.dumps(metrics)
+
+
+@pytest.mark.skipif(not LABELLED.is_dir(), reason="no labelled real case")
+def test_native_scans_with_preprocess(tmp_path: Path):
+    """A simulated hospital case (skull on, its own grid per sequence) prepared and segmented in the image, the
+    labels on its native T1c grid and as the host's."""
+    head, atlas_brain = load_atlas()
+    truth = simulate_native(brats_space_images(LABELLED, head), head, atlas_brain, seed=5)
+    case = tmp_path / "in" / "patient-a"
+    case.mkdir(parents=True)
+    for modality, image in truth.images.items():
+        sitk.WriteImage(image, str(case / NATIVE_NAMES[modality]))
+    for path in [tmp_path / "in", *(tmp_path / "in").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    host = tmp_path / "host"
+    done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(tmp_path / "in"), "-o", str(host),
+                           "--device", "cpu", "--no-report", "--no-qc", "--preprocess"], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr
+    out = open_folder(tmp_path / "out")
+    done = docker_run("--read-only", "--user", UID, "-v", f"{tmp_path / 'in'}:/input:ro", "-v", f"{out}:/output",
+                      IMAGE, "--preprocess")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["patient-a.nii.gz"]
+    ours = sitk.ReadImage(str(out / "patient-a.nii.gz"))
+    t1c = truth.images["t1c"]
+    assert ours.GetSize() == t1c.GetSize()
+    assert np.allclose(ours.GetOrigin(), t1c.GetOrigin(), atol=1e-3)
+    assert np.allclose(ours.GetSpacing(), t1c.GetSpacing(), atol=1e-5)
+    container_labels = sitk.GetArrayFromImage(ours)
+    assert np.count_nonzero(container_labels) > 1000
+    host_labels = sitk.GetArrayFromImage(sitk.ReadImage(str(host / "patient-a.nii.gz")))
+    assert np.mean(container_labels == host_labels) > 0.999
