@@ -61,10 +61,10 @@ def register_ants(python: str, head: Path, t1c: Path, work: Path, kind: str) -> 
     return sitk.ReadTransform(result["transform"]), result["seconds"]
 
 
-def register_simpleitk(head: sitk.Image, t1c: sitk.Image) -> tuple[sitk.Transform, float]:
+def register_simpleitk(head: sitk.Image, atlas_brain: sitk.Image, t1c: sitk.Image) -> tuple[sitk.Transform, float]:
     """Our atlas -> T1c transform and its seconds."""
     start = time.perf_counter()
-    transform = register_to_atlas(head, t1c)
+    transform = register_to_atlas(head, t1c, atlas_brain)
     return transform, time.perf_counter() - start
 
 
@@ -91,7 +91,7 @@ def measure(folder: Path, seed: int, python: str, kinds: list[str]) -> dict[str,
     images = brats_space_images(folder, head)
     truth, brain = simulate_native(images, head, atlas_brain, seed), images["t1c"] != 0
     results = {}
-    transform, seconds = register_simpleitk(head, truth.images["t1c"])
+    transform, seconds = register_simpleitk(head, atlas_brain, truth.images["t1c"])
     results["SimpleITK"] = {**errors_mm(transform, truth, brain), "seconds": seconds}
     with tempfile.TemporaryDirectory() as work:
         head_path, t1c_path = Path(work) / "head.nrrd", Path(work) / "t1c.nrrd"

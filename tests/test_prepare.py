@@ -15,11 +15,14 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import save_tiny_models
+from htcnns.evaluation.native_heads import simulate_head
 from htcnns.evaluation.native_sim import brats_space_images, registration_error_mm, simulate_native
 from htcnns.inference.prepare import (
     NATIVE_T1C_NAME,
     NativeCase,
     find_native_cases,
+    head_top,
+    labels_to_native,
     load_atlas,
     modality_of,
     native_case,
@@ -32,6 +35,24 @@ from htcnns.labels import MODALITIES, dice
 
 REAL_CASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats-real-labelled" / "BraTS20_Training_001"
 needs_real_case = pytest.mark.skipif(not REAL_CASE.is_dir(), reason="../shared/data is absent")
+REAL_HEAD = REAL_CASE.parents[1] / "synthseg-label-maps" / "training_seg_20.nii.gz"
+
+
+def test_head_top_ignores_how_much_neck_the_scan_holds() -> None:
+    # a ball (the head, radius 60 mm) on a cylinder (the neck) of two lengths, on a tilted grid
+    def scan(neck_mm: float) -> sitk.Image:
+        z, y, x = np.mgrid[-140:80:2, -100:100:2, -100:100:2].astype(float)
+        head = (x**2 + y**2 + z**2 < 60**2) | ((x**2 + (y + 10) ** 2 < 30**2) & (z < 0) & (z > -neck_mm))
+        image = sitk.GetImageFromArray((head * 500.0 + 5).astype(np.float32))
+        image.SetSpacing((2.0, 2.0, 2.0))
+        image.SetOrigin((-100.0, -100.0, -140.0))
+        return image
+    short, long = head_top(scan(70)), head_top(scan(140))
+    assert short == pytest.approx(long, abs=1.0)
+    assert short[2] == pytest.approx(58.0, abs=2.5) and abs(short[0]) < 2
+    moments = [np.array(sitk.CenteredTransformInitializer(scan(n), scan(n), sitk.Euler3DTransform(),
+               sitk.CenteredTransformInitializerFilter.MOMENTS).GetCenter()) for n in (70, 140)]
+    assert abs(moments[0][2] - moments[1][2]) > 5  # what the centre of mass would have done
 
 
 @pytest.mark.parametrize(("name", "modality"), [
@@ -151,3 +172,17 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "bs" / "cases" / "patient-a").iterdir()) == sorted(
         [*(f"patient-a-{m}.nii.gz" for m in MODALITIES), "patient-a-brain.nii.gz", NATIVE_T1C_NAME, "to-native.tfm"])
     assert json.loads((out / "htcnns-report.json").read_text())["cases"][0]["case_id"] == "patient-a"
+
+
+@pytest.mark.skipif(not REAL_HEAD.is_file(), reason="../shared/data is absent")
+@pytest.mark.slow
+def test_a_real_head_shape_gets_a_brain_mask_close_to_its_own_brain(tmp_path: Path) -> None:
+    # a real subject's skull, scalp, eyes and neck (not the atlas's), a random pose, thick slices
+    head = simulate_head(REAL_HEAD, seed=20)
+    sources = {}
+    for modality, image in head.images.items():
+        sources[modality] = tmp_path / f"{modality}.nrrd"
+        sitk.WriteImage(image, str(sources[modality]))
+    prepared = to_brats_space(NativeCase("head-20", sources))
+    ours = sitk.GetArrayViewFromImage(labels_to_native(prepared.brain, prepared)) > 0
+    assert dice(ours, sitk.GetArrayViewFromImage(head.brain) > 0) > 0.93

@@ -123,10 +123,11 @@ def with_skull(images: Mapping[str, sitk.Image], head: sitk.Image, atlas_brain: 
     return out
 
 
-def native_grid(centre: np.ndarray, in_plane: float, thickness: float) -> sitk.Image:
-    """An empty axial grid of ``FIELD_OF_VIEW_MM`` centred on ``centre`` with 1 mm slices (averaged later)."""
+def native_grid(centre: np.ndarray, in_plane: float, thickness: float,
+                field_of_view: tuple[float, ...] = FIELD_OF_VIEW_MM) -> sitk.Image:
+    """An empty axial grid of ``field_of_view`` (mm) centred on ``centre`` with 1 mm slices (averaged later)."""
     spacing = (in_plane, in_plane, 1.0)
-    size = [int(round(f / s)) for f, s in zip(FIELD_OF_VIEW_MM, spacing, strict=True)]
+    size = [int(round(f / s)) for f, s in zip(field_of_view, spacing, strict=True)]
     size[2] -= size[2] % int(thickness)
     grid = sitk.Image(size, sitk.sitkFloat32)
     grid.SetSpacing(spacing)

@@ -187,14 +187,18 @@ def _one_volume(image: sitk.Image, path: Path, case_id: str) -> sitk.Image:
 
 
 def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, shrink: tuple[int, ...],
-                  smooth_mm: tuple[float, ...], iterations: int, sampling: float) -> sitk.Transform:
-    """Mattes mutual information on a regular sample of ``sampling`` of the voxels, regular-step gradient descent
-    (the step halves when the direction turns; measured on simulated scans it converges to 0.1 mm where plain
-    gradient descent stopped at 3 mm) with physical-shift scales, one level per ``shrink``."""
+                  smooth_mm: tuple[float, ...], iterations: int, sampling: float,
+                  fixed_mask: sitk.Image | None = None) -> sitk.Transform:
+    """Mattes mutual information on a regular sample of ``sampling`` of the voxels (within ``fixed_mask`` when
+    given), regular-step gradient descent (the step halves when the direction turns; measured on simulated scans it
+    converges to 0.1 mm where plain gradient descent stopped at 3 mm) with physical-shift scales, one level per
+    ``shrink``."""
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.REGULAR)
     method.SetMetricSamplingPercentage(sampling, REGISTRATION_SEED)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
                                                     relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
@@ -214,20 +218,52 @@ def coregister(t1c: sitk.Image, moving: sitk.Image) -> sitk.Transform:
     return _registration(t1c, moving, start, (4, 2), (2.0, 1.0), 100, 0.05)
 
 
-def register_to_atlas(atlas_head: sitk.Image, t1c: sitk.Image) -> sitk.Transform:
-    """Affine transform taking atlas points to T1c points: centres of mass, then rigid, then affine."""
-    start = sitk.CenteredTransformInitializer(atlas_head, t1c, sitk.Euler3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
-    rigid = _euler(_registration(atlas_head, t1c, start, (8, 4), (4.0, 2.0), 150, 0.05))
+HEAD_TOP_MM = 100
+"""The head's top ``HEAD_TOP_MM`` (vertex downwards) places it: a scan may or may not reach into the neck, which
+moves the centre of mass by centimetres (on real-head simulations it made the affine squash the atlas 30 %)."""
+FOCUS_MM = 20
+"""The last affine stage measures mutual information only within this distance of the atlas brain: the brain and
+its skull, not the face, scalp or neck, whose shapes differ most between heads."""
+
+
+def head_top(image: sitk.Image) -> np.ndarray:
+    """Physical point: the centre (x, y) of the head's top ``HEAD_TOP_MM`` and its highest point (z)."""
+    array = sitk.GetArrayViewFromImage(image)
+    head = sitk.GetImageFromArray((array > 0.15 * np.percentile(array, 99)).astype(np.uint8))
+    head.CopyInformation(image)
+    head = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(head)) == 1)
+    axes = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    points = np.argwhere(head)[:, ::-1] @ axes.T + np.array(image.GetOrigin())
+    top = points[:, 2].max()
+    upper = points[points[:, 2] > top - HEAD_TOP_MM]
+    return np.array([upper[:, 0].mean(), upper[:, 1].mean(), top])
+
+
+def _affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    """The matrix, centre and translation of a registration's result as one AffineTransform."""
+    transform = _euler(transform)
     affine = sitk.AffineTransform(3)
-    affine.SetCenter(rigid.GetCenter())
-    affine.SetMatrix(rigid.GetMatrix())
-    affine.SetTranslation(rigid.GetTranslation())
-    return _registration(atlas_head, t1c, affine, (4, 2, 1), (2.0, 1.0, 0.0), 100, 0.05)
+    affine.SetCenter(transform.GetCenter())
+    affine.SetMatrix(transform.GetMatrix())
+    affine.SetTranslation(transform.GetTranslation())
+    return affine
 
 
-def _euler(transform: sitk.Transform) -> sitk.Euler3DTransform:
-    """The rigid transform a registration returned (it may come wrapped in a composite)."""
+def register_to_atlas(atlas_head: sitk.Image, t1c: sitk.Image, atlas_brain: sitk.Image) -> sitk.Transform:
+    """Affine transform taking atlas points to T1c points: head tops aligned (``head_top``), rigid, affine on the
+    whole head, then affine within ``FOCUS_MM`` of the atlas brain."""
+    atlas_top = head_top(atlas_head)
+    start = sitk.Euler3DTransform()
+    start.SetCenter(atlas_top.tolist())
+    start.SetTranslation((head_top(t1c) - atlas_top).tolist())
+    rigid = _registration(atlas_head, t1c, start, (8, 4), (4.0, 2.0), 150, 0.05)
+    affine = _registration(atlas_head, t1c, _affine(rigid), (4, 2), (2.0, 1.0), 100, 0.05)
+    near_brain = sitk.BinaryDilate(sitk.Cast(atlas_brain > 0, sitk.sitkUInt8), [FOCUS_MM] * 3)
+    return _registration(atlas_head, t1c, _affine(affine), (4, 2), (2.0, 1.0), 100, 0.2, near_brain)
+
+
+def _euler(transform: sitk.Transform) -> sitk.Transform:
+    """The transform a registration returned (it may come wrapped in a composite)."""
     transform = transform.Downcast()
     while isinstance(transform, sitk.CompositeTransform):
         transform = transform.GetNthTransform(0).Downcast()
@@ -244,13 +280,19 @@ scalp fat bright on T1 but separated from the brain by the skull (cut by an open
 CSF_BELOW = 0.55
 """Inside the mask a voxel is CSF when its T1 and its FLAIR are below ``CSF_BELOW`` times the core's medians
 (fluid is suppressed on FLAIR; oedema and tumour are not)."""
+CSF_KEPT_MM = 3
+OUTER_MM = 8
+"""BraTS masks keep the CSF within about ``CSF_KEPT_MM`` of the brain tissue (sulci, the cisterns' edge); CSF
+farther from it within the mask's outer ``OUTER_MM`` is the subarachnoid space of an atlas brain larger than the
+patient's and is removed. Deeper CSF (ventricles) always stays."""
 
 
 def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray, t2f: np.ndarray,
                       inside: np.ndarray) -> np.ndarray:
     """The brain mask on the atlas grid: the atlas brain eroded by ``SURE_BRAIN_MM`` (sure brain) plus the brain
-    tissue within ``SEARCH_MM`` of the atlas brain connected to it, less the CSF that reaches the mask's surface
-    (where the patient's brain is smaller than the atlas's), holes filled, where the scan has signal."""
+    tissue within ``SEARCH_MM`` of the atlas brain connected to it, less the CSF of its outer ``OUTER_MM`` farther
+    than ``CSF_KEPT_MM`` from tissue (where the patient's brain is smaller than the atlas's), holes filled, where
+    the scan has signal."""
     core = ndimage.binary_erosion(atlas_brain, iterations=SURE_BRAIN_MM) & inside
     if not core.any():
         return atlas_brain & inside
@@ -261,9 +303,11 @@ def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray,
     labels, _ = ndimage.label(tissue)
     mask = ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core])))
     csf = ndimage.binary_opening(mask & (t1n < CSF_BELOW * t1) & (t2f < CSF_BELOW * flair))
-    labels, _ = ndimage.label(csf)
-    surface = csf & ~ndimage.binary_erosion(mask)
-    return ndimage.binary_fill_holes(mask & ~np.isin(labels, np.unique(labels[surface])))
+    near_tissue = ndimage.binary_dilation(mask & ~csf, iterations=CSF_KEPT_MM)
+    outer = mask & ~ndimage.binary_erosion(mask, iterations=OUTER_MM)
+    kept = mask & ~(csf & outer & ~near_tissue)
+    labels, _ = ndimage.label(kept)
+    return ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core & kept])))
 
 
 def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None = None) -> BratsSpaceCase:
@@ -280,7 +324,7 @@ def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None
     try:
         to_modality = {m: coregister(native["t1c"], native[m]) for m in MODALITIES if m != "t1c"}
         seconds["coregister"], tick = time.perf_counter() - tick, time.perf_counter()
-        to_native = register_to_atlas(head, native["t1c"])
+        to_native = register_to_atlas(head, native["t1c"], atlas_brain)
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1][:200]
         raise InputError(f"{case.case_id}: registration failed ({reason}); check that the four files are brain "
