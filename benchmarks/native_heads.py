@@ -52,10 +52,10 @@ def measure(head: HeadSimulation, atlas: tuple[sitk.Image, sitk.Image], work: Pa
     prepared = to_brats_space(NativeCase(head.name, sources), atlas)
     seconds = time.perf_counter() - start
     truth = sitk.GetArrayViewFromImage(head.brain) > 0
-    ours = sitk.GetArrayViewFromImage(labels_to_native(prepared.brain, prepared)) > 0
+    ours = sitk.GetArrayFromImage(labels_to_native(prepared.brain, prepared)) > 0
     if pictures:
         draw(head, ours, pictures / f"{head.name}.png")
-    carried = sitk.GetArrayViewFromImage(labels_to_native(sitk.Cast(atlas[1] > 0, sitk.sitkUInt8), prepared)) > 0
+    carried = sitk.GetArrayFromImage(labels_to_native(sitk.Cast(atlas[1] > 0, sitk.sitkUInt8), prepared)) > 0
     return {"brain_dice": dice(ours, truth), "atlas_dice": dice(carried, truth),
             "extra_ml": float((ours & ~truth).sum()) * _voxel_ml(head.brain),
             "missed_ml": float((truth & ~ours).sum()) * _voxel_ml(head.brain), "seconds": seconds,

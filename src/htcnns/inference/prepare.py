@@ -239,9 +239,17 @@ def head_top(image: sitk.Image) -> np.ndarray:
     return np.array([upper[:, 0].mean(), upper[:, 1].mean(), top])
 
 
+def _unwrapped(transform: sitk.Transform) -> sitk.Transform:
+    """The transform a registration returned (it may come wrapped in a composite)."""
+    transform = transform.Downcast()
+    while isinstance(transform, sitk.CompositeTransform):
+        transform = transform.GetNthTransform(0).Downcast()
+    return transform
+
+
 def _affine(transform: sitk.Transform) -> sitk.AffineTransform:
     """The matrix, centre and translation of a registration's result as one AffineTransform."""
-    transform = _euler(transform)
+    transform = _unwrapped(transform)
     affine = sitk.AffineTransform(3)
     affine.SetCenter(transform.GetCenter())
     affine.SetMatrix(transform.GetMatrix())
@@ -260,14 +268,6 @@ def register_to_atlas(atlas_head: sitk.Image, t1c: sitk.Image, atlas_brain: sitk
     affine = _registration(atlas_head, t1c, _affine(rigid), (4, 2), (2.0, 1.0), 100, 0.05)
     near_brain = sitk.BinaryDilate(sitk.Cast(atlas_brain > 0, sitk.sitkUInt8), [FOCUS_MM] * 3)
     return _registration(atlas_head, t1c, _affine(affine), (4, 2), (2.0, 1.0), 100, 0.2, near_brain)
-
-
-def _euler(transform: sitk.Transform) -> sitk.Transform:
-    """The transform a registration returned (it may come wrapped in a composite)."""
-    transform = transform.Downcast()
-    while isinstance(transform, sitk.CompositeTransform):
-        transform = transform.GetNthTransform(0).Downcast()
-    return transform
 
 
 SURE_BRAIN_MM = 5
@@ -336,7 +336,7 @@ def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None
         images[m] = sitk.Resample(native[m], head, chain, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     ones = sitk.Image(native["t1c"].GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(native["t1c"])
-    inside = sitk.GetArrayViewFromImage(sitk.Resample(ones, head, to_native, sitk.sitkNearestNeighbor, 0)) > 0
+    inside = sitk.GetArrayFromImage(sitk.Resample(ones, head, to_native, sitk.sitkNearestNeighbor, 0)) > 0
     seconds["resample"], tick = time.perf_counter() - tick, time.perf_counter()
     mask = refine_brain_mask(sitk.GetArrayViewFromImage(atlas_brain) > 0,
                              *(sitk.GetArrayViewFromImage(images[m]) for m in ("t1n", "t2w", "t2f")), inside)
