@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
-from htcnns.inference.prepare import REGISTRATION_SEED, load_atlas, register_to_atlas
+from htcnns.inference.prepare import REGISTRATION_SEED, Atlas, load_atlas, register_to_atlas
 
 ONE_THREAD = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "OMP_NUM_THREADS": "1",
               "ANTS_RANDOM_SEED": str(REGISTRATION_SEED)}
@@ -61,10 +61,10 @@ def register_ants(python: str, head: Path, t1c: Path, work: Path, kind: str) -> 
     return sitk.ReadTransform(result["transform"]), result["seconds"]
 
 
-def register_simpleitk(head: sitk.Image, atlas_brain: sitk.Image, t1c: sitk.Image) -> tuple[sitk.Transform, float]:
+def register_simpleitk(atlas: Atlas, t1c: sitk.Image) -> tuple[sitk.Transform, float]:
     """Our atlas -> T1c transform and its seconds."""
     start = time.perf_counter()
-    transform = register_to_atlas(head, t1c, atlas_brain)
+    transform = register_to_atlas(atlas, t1c)
     return transform, time.perf_counter() - start
 
 
@@ -87,11 +87,12 @@ def errors_mm(atlas_to_native: sitk.Transform, truth: NativeSimulation, brain: s
 
 def measure(folder: Path, seed: int, python: str, kinds: list[str]) -> dict[str, dict[str, float]]:
     """Method -> error (mean, max mm) and seconds on the simulated native T1c of one case."""
-    head, atlas_brain = load_atlas()
+    atlas = load_atlas()
+    head = atlas.head
     images = brats_space_images(folder, head)
-    truth, brain = simulate_native(images, head, atlas_brain, seed), images["t1c"] != 0
+    truth, brain = simulate_native(images, head, atlas.brain, seed), images["t1c"] != 0
     results = {}
-    transform, seconds = register_simpleitk(head, atlas_brain, truth.images["t1c"])
+    transform, seconds = register_simpleitk(atlas, truth.images["t1c"])
     results["SimpleITK"] = {**errors_mm(transform, truth, brain), "seconds": seconds}
     with tempfile.TemporaryDirectory() as work:
         head_path, t1c_path = Path(work) / "head.nrrd", Path(work) / "t1c.nrrd"

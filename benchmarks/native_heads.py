@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from htcnns.evaluation.native_heads import HeadSimulation, simulate_head
-from htcnns.inference.prepare import NativeCase, labels_to_native, load_atlas, to_brats_space
+from htcnns.inference.prepare import Atlas, NativeCase, labels_to_native, load_atlas, to_brats_space
 from htcnns.labels import dice
 
 
@@ -42,7 +42,7 @@ def draw(head: HeadSimulation, ours: np.ndarray, path: Path) -> None:
     figure.savefig(path, dpi=80, bbox_inches="tight")
 
 
-def measure(head: HeadSimulation, atlas: tuple[sitk.Image, sitk.Image], work: Path,
+def measure(head: HeadSimulation, atlas: Atlas, work: Path,
             pictures: Path | None = None) -> dict[str, float]:
     sources = {}
     for modality, image in head.images.items():
@@ -55,7 +55,7 @@ def measure(head: HeadSimulation, atlas: tuple[sitk.Image, sitk.Image], work: Pa
     ours = sitk.GetArrayFromImage(labels_to_native(prepared.brain, prepared)) > 0
     if pictures:
         draw(head, ours, pictures / f"{head.name}.png")
-    carried = sitk.GetArrayFromImage(labels_to_native(sitk.Cast(atlas[1] > 0, sitk.sitkUInt8), prepared)) > 0
+    carried = sitk.GetArrayFromImage(labels_to_native(sitk.Cast(atlas.brain > 0, sitk.sitkUInt8), prepared)) > 0
     return {"brain_dice": dice(ours, truth), "atlas_dice": dice(carried, truth),
             "extra_ml": float((ours & ~truth).sum()) * _voxel_ml(head.brain),
             "missed_ml": float((truth & ~ours).sum()) * _voxel_ml(head.brain), "seconds": seconds,

@@ -40,9 +40,10 @@ def case_dir(tmp_path: Path) -> Path:
     return write_case(tmp_path / "in" / "BraTS-GLI-00002-000", "BraTS-GLI-00002-000", brain_volumes())
 
 
-def save_tiny_models(root: Path, seed: int = 0, onnx: bool = False) -> Path:
-    """Three randomly initialised compact models (one per architecture, ROI 32) as a models folder ``root``;
-    with ``onnx`` each also gets its ONNX file."""
+def save_tiny_models(root: Path, seed: int = 0, onnx: bool = False, roi: int = 32) -> Path:
+    """Three randomly initialised compact models (one per architecture, ROI ``roi``) as a models folder ``root``;
+    with ``onnx`` each also gets its ONNX file. On a whole BraTS-size brain ROI 96 runs about twice as fast as 32
+    (fewer windows of the same work per voxel)."""
     import torch
 
     from htcnns.networks import PRESETS, build_network
@@ -52,9 +53,9 @@ def save_tiny_models(root: Path, seed: int = 0, onnx: bool = False) -> Path:
         torch.manual_seed(seed)
         config = dict(PRESETS[architecture]["compact"])
         if "roi_size" in config:
-            config["roi_size"] = 32
+            config["roi_size"] = roi
         network = build_network(architecture, config)
-        save_model(network, Manifest(architecture, architecture, config, (32, 32, 32), ""), root / architecture,
+        save_model(network, Manifest(architecture, architecture, config, (roi,) * 3, ""), root / architecture,
                    onnx=onnx)
     return root
 
@@ -70,3 +71,19 @@ def require_real_case() -> Path:
     if not (REAL_CASE / "BraTS-GLI-00001-000-t1c.nii.gz").is_file():
         pytest.skip(f"shared real data not present at {REAL_CASE}")
     return REAL_CASE
+
+
+TUMOUR_BOX = (slice(100, 200), slice(50, 190), slice(20, 120))
+"""A box of the real case holding all of its tumour in 40 % of its brain's box (tests that segment it twice)."""
+
+
+def write_real_crop(folder: Path, names: dict[str, str] | None = None) -> Path:
+    """The real case's four modalities cut to ``TUMOUR_BOX`` (nibabel's slicer keeps the voxels' world
+    positions) as ``folder/<name>``: its own names, or ``names[modality]``."""
+    case = require_real_case()
+    folder.mkdir(parents=True, exist_ok=True)
+    for modality in MODALITIES:
+        image = nib.load(case / f"BraTS-GLI-00001-000-{modality}.nii.gz")
+        name = (names or {}).get(modality, f"BraTS-GLI-00001-000-{modality}.nii.gz")
+        nib.save(image.slicer[TUMOUR_BOX], folder / name)
+    return folder

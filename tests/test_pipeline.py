@@ -1,7 +1,6 @@
 """End to end through segment_folder with tiny random models; bundled-model runs on the phantom and real case."""
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import LPS_AFFINE, brain_volumes, require_real_case, write_case
+from conftest import LPS_AFFINE, brain_volumes, write_case, write_real_crop
 from htcnns.errors import InputError
 from htcnns.inference import pipeline
 from htcnns.inference.fuse import FusionMethod
@@ -234,11 +233,10 @@ def bundled_models():
 
 @pytest.mark.slow
 def test_real_case_in_2023_and_2021_names(tmp_path: Path):
-    real = require_real_case()
-    renamed = tmp_path / "in2021" / "BraTS2021_00001"
-    renamed.mkdir(parents=True)
-    for source, target in [("t1n", "t1"), ("t1c", "t1ce"), ("t2w", "t2"), ("t2f", "flair")]:
-        shutil.copy(real / f"BraTS-GLI-00001-000-{source}.nii.gz", renamed / f"BraTS2021_00001_{target}.nii.gz")
+    real = write_real_crop(tmp_path / "in2023" / "BraTS-GLI-00001-000")
+    renamed = write_real_crop(tmp_path / "in2021" / "BraTS2021_00001", {
+        source: f"BraTS2021_00001_{target}.nii.gz"
+        for source, target in [("t1n", "t1"), ("t1c", "t1ce"), ("t2w", "t2"), ("t2f", "flair")]})
     models = bundled_models()
     [r2023] = segment_folder(real, tmp_path / "out2023", models, Settings())
     [r2021] = segment_folder(renamed.parent, tmp_path / "out2021", models,

@@ -8,6 +8,7 @@ import json
 import locale
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import SimpleITK as sitk
 
 from conftest import save_tiny_models
 from htcnns.evaluation.native_heads import simulate_head
-from htcnns.evaluation.native_sim import brats_space_images, registration_error_mm, simulate_native
+from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
 from htcnns.inference.prepare import (
     NATIVE_T1C_NAME,
     NativeCase,
@@ -29,12 +30,10 @@ from htcnns.inference.prepare import (
     native_labels,
     read_native,
     to_brats_space,
-    write_brats_space,
 )
 from htcnns.labels import MODALITIES, dice
 
 REAL_CASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats-real-labelled" / "BraTS20_Training_001"
-needs_real_case = pytest.mark.skipif(not REAL_CASE.is_dir(), reason="../shared/data is absent")
 REAL_HEAD = REAL_CASE.parents[1] / "synthseg-label-maps" / "training_seg_20.nii.gz"
 
 
@@ -115,61 +114,75 @@ def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
         read_native(broken, "case-9")
 
 
-@needs_real_case
-@pytest.mark.slow
-def test_simulated_native_case_is_registered_stripped_and_labels_go_back(tmp_path: Path) -> None:
-    head, atlas_brain = load_atlas()
-    images = brats_space_images(REAL_CASE, head)
-    truth = simulate_native(images, head, atlas_brain, seed=3)
-    assert {truth.images[m].GetSpacing()[2] for m in MODALITIES} == {2.0, 5.0, 6.0}
-    sources = {}
-    for modality, image in truth.images.items():
-        sources[modality] = tmp_path / f"{modality}.nrrd"
-        sitk.WriteImage(image, str(sources[modality]))
-    prepared = to_brats_space(NativeCase("sim", sources), (head, atlas_brain))
-    true_brain = truth.in_atlas_space(images["t1c"] != 0)
-    assert registration_error_mm(prepared.to_native, truth, images["t1c"] != 0) < 1.5
-    brain = sitk.GetArrayViewFromImage(prepared.brain) > 0
-    assert dice(brain, true_brain) > 0.85  # measured 0.92 (docs)
-    # a BraTS-space blob goes back onto the native T1c grid where the true transform puts it
-    blob = sitk.GetImageFromArray(np.zeros(true_brain.shape, np.uint8))
-    blob.CopyInformation(head)
-    blob[100:140, 110:150, 60:90] = 2
-    folder = write_brats_space(prepared, tmp_path / "prepared")
-    sitk.WriteImage(blob, str(tmp_path / "blob.nii.gz"))
-    back = native_labels(tmp_path / "blob.nii.gz", folder)
-    assert back.GetSize() == truth.images["t1c"].GetSize()
-    assert back.GetSpacing() == pytest.approx(truth.images["t1c"].GetSpacing(), abs=1e-5)
-    expected = sitk.Resample(blob, truth.images["t1c"], truth.native_to_atlas, sitk.sitkNearestNeighbor)
-    ours, theirs = (sitk.GetArrayViewFromImage(x) == 2 for x in (back, expected))
-    assert dice(ours, theirs) > 0.95
-    assert (folder / NATIVE_T1C_NAME).is_file() and (folder / "sim-brain.nii.gz").is_file()
+@dataclass(frozen=True)
+class PreprocessRun:
+    """One ``htcnns segment --preprocess`` run on a folder of two cases: patient-a, a simulated native case of a
+    real BraTS case (``truth``), and patient-b, its T1c alone."""
+
+    images: dict[str, sitk.Image]
+    truth: NativeSimulation
+    root: Path
+    done: subprocess.CompletedProcess
+
+    @property
+    def kept(self) -> Path:
+        return self.root / "bs" / "cases" / "patient-a"
 
 
-@needs_real_case
-@pytest.mark.slow
-def test_segment_preprocess_writes_labels_on_the_native_grid(tmp_path: Path) -> None:
-    head, atlas_brain = load_atlas()
-    truth = simulate_native(brats_space_images(REAL_CASE, head), head, atlas_brain, seed=5)
-    native = tmp_path / "in"
+@pytest.fixture(scope="module")
+def preprocess_run(tmp_path_factory: pytest.TempPathFactory) -> PreprocessRun:
+    if not REAL_CASE.is_dir():
+        pytest.skip("../shared/data is absent")
+    root = tmp_path_factory.mktemp("preprocess")
+    atlas = load_atlas()
+    images = brats_space_images(REAL_CASE, atlas.head)
+    truth = simulate_native(images, atlas.head, atlas.brain, seed=5)
+    native = root / "in"
     (native / "patient-a").mkdir(parents=True)
     for modality, image in truth.images.items():
         name = {"t1c": "T1_post_gd.nrrd", "t1n": "t1.mha", "t2w": "t2.nii.gz", "t2f": "FLAIR.nii.gz"}[modality]
         sitk.WriteImage(image, str(native / "patient-a" / name))
     (native / "patient-b").mkdir()
     sitk.WriteImage(truth.images["t1c"], str(native / "patient-b" / "t1c.nrrd"))
-    models = save_tiny_models(tmp_path / "models")
-    out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(native), "-o", str(out),
-                           "--models", str(models), "--preprocess", "--keep-brats-space", str(tmp_path / "bs"),
+    models = save_tiny_models(root / "models", roi=96)
+    done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(native), "-o", str(root / "out"),
+                           "--models", str(models), "--preprocess", "--keep-brats-space", str(root / "bs"),
                            "--quiet", "--no-qc"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+    return PreprocessRun(images, truth, root, done)
+
+
+@pytest.mark.slow
+def test_simulated_native_case_is_registered_stripped_and_labels_go_back(preprocess_run: PreprocessRun) -> None:
+    run, head = preprocess_run, load_atlas().head
+    assert {run.truth.images[m].GetSpacing()[2] for m in MODALITIES} == {2.0, 5.0, 6.0}
+    to_native = sitk.ReadTransform(str(run.kept / "to-native.tfm"))
+    assert registration_error_mm(to_native, run.truth, run.images["t1c"] != 0) < 1.5
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(run.kept / "patient-a-brain.nii.gz"))) > 0
+    assert dice(brain, run.truth.in_atlas_space(run.images["t1c"] != 0)) > 0.85  # measured 0.92 (docs)
+    # a BraTS-space blob goes back onto the native T1c grid where the true transform puts it
+    blob = sitk.GetImageFromArray(np.zeros(brain.shape, np.uint8))
+    blob.CopyInformation(head)
+    blob[100:140, 110:150, 60:90] = 2
+    sitk.WriteImage(blob, str(run.root / "blob.nii.gz"))
+    back = native_labels(run.root / "blob.nii.gz", run.kept)
+    native_t1c = run.truth.images["t1c"]
+    assert back.GetSize() == native_t1c.GetSize()
+    assert back.GetSpacing() == pytest.approx(native_t1c.GetSpacing(), abs=1e-5)
+    expected = sitk.Resample(blob, native_t1c, run.truth.native_to_atlas, sitk.sitkNearestNeighbor)
+    ours, theirs = (sitk.GetArrayViewFromImage(x) == 2 for x in (back, expected))
+    assert dice(ours, theirs) > 0.95
+
+
+@pytest.mark.slow
+def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: PreprocessRun) -> None:
+    done, out, native_t1c = preprocess_run.done, preprocess_run.root / "out", preprocess_run.truth.images["t1c"]
     assert done.returncode == 1, done.stderr
     assert "patient-b: no t1n, t2w, t2f" in done.stderr and "Traceback" not in done.stderr
     labels = sitk.ReadImage(str(out / "patient-a.nii.gz"))
-    assert labels.GetSize() == truth.images["t1c"].GetSize()
-    assert labels.GetOrigin() == pytest.approx(truth.images["t1c"].GetOrigin(), abs=1e-3)
+    assert labels.GetSize() == native_t1c.GetSize()
+    assert labels.GetOrigin() == pytest.approx(native_t1c.GetOrigin(), abs=1e-3)
     assert set(np.unique(sitk.GetArrayViewFromImage(labels))) <= {0, 1, 2, 3}
-    assert sorted(p.name for p in (tmp_path / "bs" / "cases" / "patient-a").iterdir()) == sorted(
+    assert sorted(p.name for p in preprocess_run.kept.iterdir()) == sorted(
         [*(f"patient-a-{m}.nii.gz" for m in MODALITIES), "patient-a-brain.nii.gz", NATIVE_T1C_NAME, "to-native.tfm"])
     assert json.loads((out / "htcnns-report.json").read_text())["cases"][0]["case_id"] == "patient-a"
 

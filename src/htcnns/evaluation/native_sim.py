@@ -12,7 +12,7 @@ atlas therefore undoes the fit as well as the pose, so the truth for it is ``Nat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +35,13 @@ class NativeSimulation:
 
     native_to_brats: native T1c points -> the case's BraTS points (the head pose).
     brats_to_atlas: the case's BraTS points -> atlas points (``fit_atlas``; its inverse moved the head onto the brain).
+    poses: modality -> its native points -> the case's BraTS points (the T1c's is ``native_to_brats``).
     """
 
     images: Mapping[str, sitk.Image]
     native_to_brats: sitk.AffineTransform
     brats_to_atlas: sitk.AffineTransform
+    poses: Mapping[str, sitk.Transform] = field(default_factory=dict)
 
     @property
     def native_to_atlas(self) -> sitk.Transform:
@@ -52,6 +54,13 @@ class NativeSimulation:
         moved = sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), mask, self.brats_to_atlas.GetInverse(),
                               sitk.sitkLinear, 0.0)
         return sitk.GetArrayFromImage(moved) > 0.5
+
+    def in_atlas_space_perfectly(self, modality: str, grid: sitk.Image) -> sitk.Image:
+        """The native ``modality`` resampled (linear) onto the atlas ``grid`` through the true transforms: what a
+        perfect preparation would resample before skull stripping."""
+        to_atlas = sitk.CompositeTransform([self.brats_to_atlas, self.poses[modality]])
+        return sitk.Resample(self.images[modality], grid, to_atlas.GetInverse(), sitk.sitkLinear, 0.0,
+                             sitk.sitkFloat32)
 
 
 def brats_space_images(folder: Path, head: sitk.Image) -> dict[str, sitk.Image]:
@@ -159,14 +168,15 @@ def simulate_native(images: Mapping[str, sitk.Image], head: sitk.Image, atlas_br
                                                              (atlas_brain, sitk.sitkNearestNeighbor))))
     centre = np.array(head.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in head.GetSize()]))
     head_pose = random_affine(rng, tuple(centre), 12.0, 20.0, 0.06)
-    native = {}
+    native, poses = {}, {}
     for modality in MODALITIES:
         in_plane, thickness = NATIVE_GRIDS[modality]
-        pose = head_pose if modality == "t1c" else sitk.CompositeTransform(
+        poses[modality] = head_pose if modality == "t1c" else sitk.CompositeTransform(
             [head_pose, random_affine(rng, tuple(centre), 3.0, 3.0, 0.0)])
-        fine = sitk.Resample(skull[modality], native_grid(centre, in_plane, thickness), pose, sitk.sitkLinear, 0.0)
+        fine = sitk.Resample(skull[modality], native_grid(centre, in_plane, thickness), poses[modality],
+                             sitk.sitkLinear, 0.0)
         native[modality] = thick_slices(fine, int(thickness))
-    return NativeSimulation(native, head_pose, fit)
+    return NativeSimulation(native, head_pose, fit, poses)
 
 
 def registration_error_mm(atlas_to_native: sitk.Transform, truth: NativeSimulation, brain: sitk.Image,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -83,11 +84,29 @@ def atlas_file(name: str) -> Path:
     return Path(str(resources.files("htcnns.inference") / "atlas" / name))
 
 
-def load_atlas() -> tuple[sitk.Image, sitk.Image]:
-    """The SRI24 T1 with skull (float32) and its brain mask (uint8), both on the BraTS grid."""
-    head = sitk.ReadImage(str(atlas_file("sri24_t1_head.nii.gz")), sitk.sitkFloat32)
-    brain = sitk.ReadImage(str(atlas_file("sri24_brain_mask.nii.gz")), sitk.sitkUInt8)
-    return head, brain
+@dataclass(frozen=True)
+class Atlas:
+    """The SRI24 T1 with skull (float32) and its brain mask (uint8), both on the BraTS grid, with what every
+    registration to it needs computed once (1-2 s each per case otherwise)."""
+
+    head: sitk.Image
+    brain: sitk.Image
+
+    @cached_property
+    def top(self) -> np.ndarray:
+        """``head_top`` of the atlas head."""
+        return head_top(self.head)
+
+    @cached_property
+    def near_brain(self) -> sitk.Image:
+        """The brain mask dilated by ``FOCUS_MM``: where the last affine stage measures."""
+        return sitk.BinaryDilate(sitk.Cast(self.brain > 0, sitk.sitkUInt8), [FOCUS_MM] * 3)
+
+
+def load_atlas() -> Atlas:
+    """The SRI24 atlas shipped with the package."""
+    return Atlas(sitk.ReadImage(str(atlas_file("sri24_t1_head.nii.gz")), sitk.sitkFloat32),
+                 sitk.ReadImage(str(atlas_file("sri24_brain_mask.nii.gz")), sitk.sitkUInt8))
 
 
 def modality_of(name: str) -> str | None:
@@ -257,17 +276,15 @@ def _affine(transform: sitk.Transform) -> sitk.AffineTransform:
     return affine
 
 
-def register_to_atlas(atlas_head: sitk.Image, t1c: sitk.Image, atlas_brain: sitk.Image) -> sitk.Transform:
+def register_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
     """Affine transform taking atlas points to T1c points: head tops aligned (``head_top``), rigid, affine on the
     whole head, then affine within ``FOCUS_MM`` of the atlas brain."""
-    atlas_top = head_top(atlas_head)
     start = sitk.Euler3DTransform()
-    start.SetCenter(atlas_top.tolist())
-    start.SetTranslation((head_top(t1c) - atlas_top).tolist())
-    rigid = _registration(atlas_head, t1c, start, (8, 4), (4.0, 2.0), 150, 0.05)
-    affine = _registration(atlas_head, t1c, _affine(rigid), (4, 2), (2.0, 1.0), 100, 0.05)
-    near_brain = sitk.BinaryDilate(sitk.Cast(atlas_brain > 0, sitk.sitkUInt8), [FOCUS_MM] * 3)
-    return _registration(atlas_head, t1c, _affine(affine), (4, 2), (2.0, 1.0), 100, 0.2, near_brain)
+    start.SetCenter(atlas.top.tolist())
+    start.SetTranslation((head_top(t1c) - atlas.top).tolist())
+    rigid = _registration(atlas.head, t1c, start, (8, 4), (4.0, 2.0), 150, 0.05)
+    affine = _registration(atlas.head, t1c, _affine(rigid), (4, 2), (2.0, 1.0), 100, 0.05)
+    return _registration(atlas.head, t1c, _affine(affine), (4, 2), (2.0, 1.0), 100, 0.2, atlas.near_brain)
 
 
 SURE_BRAIN_MM = 5
@@ -310,13 +327,14 @@ def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray,
     return ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core & kept])))
 
 
-def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None = None) -> BratsSpaceCase:
+def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCase:
     """Read, co-register, register to the atlas, resample and skull-strip one native case.
 
     Raises:
         InputError: a modality cannot be read, or a registration fails.
     """
-    head, atlas_brain = atlas or load_atlas()
+    atlas = atlas or load_atlas()
+    head = atlas.head
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
     native = {m: read_native(case.sources[m], case.case_id) for m in MODALITIES}
@@ -324,7 +342,7 @@ def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None
     try:
         to_modality = {m: coregister(native["t1c"], native[m]) for m in MODALITIES if m != "t1c"}
         seconds["coregister"], tick = time.perf_counter() - tick, time.perf_counter()
-        to_native = register_to_atlas(head, native["t1c"], atlas_brain)
+        to_native = register_to_atlas(atlas, native["t1c"])
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1][:200]
         raise InputError(f"{case.case_id}: registration failed ({reason}); check that the four files are brain "
@@ -338,7 +356,7 @@ def to_brats_space(case: NativeCase, atlas: tuple[sitk.Image, sitk.Image] | None
     ones.CopyInformation(native["t1c"])
     inside = sitk.GetArrayFromImage(sitk.Resample(ones, head, to_native, sitk.sitkNearestNeighbor, 0)) > 0
     seconds["resample"], tick = time.perf_counter() - tick, time.perf_counter()
-    mask = refine_brain_mask(sitk.GetArrayViewFromImage(atlas_brain) > 0,
+    mask = refine_brain_mask(sitk.GetArrayViewFromImage(atlas.brain) > 0,
                              *(sitk.GetArrayViewFromImage(images[m]) for m in ("t1n", "t2w", "t2f")), inside)
     brain = sitk.GetImageFromArray(mask.astype(np.uint8))
     brain.CopyInformation(head)
