@@ -195,8 +195,8 @@ def test_mlcube_client_infer_then_evaluate(inputs: Path, host_labels: np.ndarray
 def test_native_scans_with_preprocess(tmp_path: Path):
     """A simulated hospital case (skull on, its own grid per sequence) prepared and segmented in the image, the
     labels on its native T1c grid and as the host's."""
-    head, atlas_brain = load_atlas()
-    truth = simulate_native(brats_space_images(LABELLED, head), head, atlas_brain, seed=5)
+    atlas = load_atlas()
+    truth = simulate_native(brats_space_images(LABELLED, atlas.head), atlas.head, atlas.brain, seed=5)
     case = tmp_path / "in" / "patient-a"
     case.mkdir(parents=True)
     for modality, image in truth.images.items():

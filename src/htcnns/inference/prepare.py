@@ -287,9 +287,9 @@ def register_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
     return _registration(atlas.head, t1c, _affine(affine), (4, 2), (2.0, 1.0), 100, 0.2, atlas.near_brain)
 
 
-SURE_BRAIN_MM = 5
+SURE_BRAIN_MM = 3
 SEARCH_MM = 4
-T1_TISSUE = 0.55
+T1_TISSUE = 0.5
 T2_TISSUE = (0.4, 2.0)
 """Near the atlas brain's edge a voxel is brain tissue when its T1 is above ``T1_TISSUE`` and its T2 within
 ``T2_TISSUE`` of the brain core's medians: CSF is dark on T1 and bright on T2, skull dark on both, marrow and
