@@ -72,9 +72,7 @@ def wt_agreement(images: dict[str, sitk.Image], truth: NativeSimulation, prepare
     thick slices leave."""
     brain = sitk.GetImageFromArray(true_brain.astype(np.uint8))
     brain.CopyInformation(head)
-    to_atlas = truth.brats_to_atlas.GetInverse()
-    sri24 = {m: sitk.Mask(sitk.Resample(image, head, to_atlas, sitk.sitkLinear, 0.0), brain)
-             for m, image in images.items()}
+    sri24 = {m: sitk.Mask(truth.moved_to_atlas(image), brain) for m, image in images.items()}
     perfect = {m: sitk.Mask(truth.in_atlas_space_perfectly(m, head), brain) for m in images}
     native_t1c = truth.images["t1c"]
 

@@ -153,15 +153,17 @@ def preprocess_run(tmp_path_factory: pytest.TempPathFactory) -> PreprocessRun:
 
 @pytest.mark.slow
 def test_simulated_native_case_is_registered_stripped_and_labels_go_back(preprocess_run: PreprocessRun) -> None:
-    run, head = preprocess_run, load_atlas().head
+    run = preprocess_run
     assert {run.truth.images[m].GetSpacing()[2] for m in MODALITIES} == {2.0, 5.0, 6.0}
     to_native = sitk.ReadTransform(str(run.kept / "to-native.tfm"))
     assert registration_error_mm(to_native, run.truth, run.images["t1c"] != 0) < 1.5
-    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(run.kept / "patient-a-brain.nii.gz"))) > 0
+    brain_image = sitk.ReadImage(str(run.kept / "patient-a-brain.nii.gz"))
+    brain = sitk.GetArrayFromImage(brain_image) > 0
     assert dice(brain, run.truth.in_atlas_space(run.images["t1c"] != 0)) > 0.85  # measured 0.92 (docs)
-    # a BraTS-space blob goes back onto the native T1c grid where the true transform puts it
+    # a BraTS-space blob (on the atlas grid, as the kept brain mask) goes back onto the native T1c grid where the
+    # true transform puts it
     blob = sitk.GetImageFromArray(np.zeros(brain.shape, np.uint8))
-    blob.CopyInformation(head)
+    blob.CopyInformation(brain_image)
     blob[100:140, 110:150, 60:90] = 2
     sitk.WriteImage(blob, str(run.root / "blob.nii.gz"))
     back = native_labels(run.root / "blob.nii.gz", run.kept)

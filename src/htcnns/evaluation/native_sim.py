@@ -48,12 +48,14 @@ class NativeSimulation:
         """Native T1c points -> atlas points: what a perfect registration of the T1c to the atlas head finds."""
         return sitk.CompositeTransform([self.brats_to_atlas, self.native_to_brats])
 
+    def moved_to_atlas(self, image: sitk.Image) -> sitk.Image:
+        """An image of the case's BraTS grid moved (linear) to where the atlas registration puts it, same grid."""
+        return sitk.Resample(image, image, self.brats_to_atlas.GetInverse(), sitk.sitkLinear, 0.0)
+
     def in_atlas_space(self, mask: sitk.Image) -> np.ndarray:
         """A mask of the case's BraTS grid moved to where the atlas registration puts it (linear, > 0.5), bool
         (z, y, x)."""
-        moved = sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), mask, self.brats_to_atlas.GetInverse(),
-                              sitk.sitkLinear, 0.0)
-        return sitk.GetArrayFromImage(moved) > 0.5
+        return sitk.GetArrayFromImage(self.moved_to_atlas(sitk.Cast(mask, sitk.sitkFloat32))) > 0.5
 
     def in_atlas_space_perfectly(self, modality: str, grid: sitk.Image) -> sitk.Image:
         """The native ``modality`` resampled (linear) onto the atlas ``grid`` through the true transforms: what a
