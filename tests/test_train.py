@@ -13,6 +13,7 @@ from htcnns.cli import build_parser
 from htcnns.errors import InputError, SettingsError, WeightsError
 from htcnns.networks import build_network
 from htcnns.training import loop
+from htcnns.training.augment import RandThickSlicesd
 from htcnns.training.command import (
     Sample,
     TrainConfig,
@@ -70,11 +71,34 @@ def test_random_patch_shapes_and_tumour_bias():
     assert never < 30  # the tumour fills 4^3 of 40^3 voxels: a random patch rarely holds it
 
 
-def test_foreground_share_outside_zero_to_one_is_refused(tmp_path: Path):
-    config = TrainConfig(architecture="unet", output=str(tmp_path / "unet"), steps=1, foreground_share=1.5)
-    with pytest.raises(SettingsError, match="--foreground-share 1.5"):
+@pytest.mark.parametrize(("field", "option"), [("foreground_share", "--foreground-share"),
+                                               ("thick_slices", "--thick-slices")])
+def test_shares_outside_zero_to_one_are_refused(tmp_path: Path, field: str, option: str):
+    config = TrainConfig(architecture="unet", output=str(tmp_path / "unet"), steps=1, **{field: 1.5})
+    with pytest.raises(SettingsError, match=f"{option} 1.5"):
         train(config)
     assert not (tmp_path / "unet").exists()
+
+
+def test_thick_slices_average_along_one_axis_per_channel():
+    stripes = (np.arange(24) % 2).astype(np.float32)  # 0, 1, 0, 1 ...: any slab of 2+ voxels flattens it
+    channels = [np.broadcast_to(stripes.reshape([-1 if i == axis else 1 for i in range(3)]), (24,) * 3)
+                for axis in range(3)]
+    image = np.stack(channels + [np.full((24,) * 3, 3.0, np.float32)])
+    transform = RandThickSlicesd("image", prob=1.0)
+    transform.set_random_state(seed=0)
+    flattened = np.zeros(3, int)
+    for _ in range(30):
+        out = np.asarray(transform({"image": image})["image"])
+        assert out.shape == image.shape and np.allclose(out[3], 3.0)  # what is constant stays
+        for axis in range(3):
+            if np.allclose(out[axis], image[axis]):
+                continue  # re-sliced along another axis: unchanged
+            assert out[axis].std() < 0.4 * image[axis].std() and abs(out[axis].mean() - 0.5) < 0.1
+            flattened[axis] += 1
+    assert 3 <= flattened.min() and flattened.max() <= 20  # about a third each, channels independent
+    untouched = RandThickSlicesd("image", prob=0.0)
+    assert np.array_equal(np.asarray(untouched({"image": image})["image"]), image)
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -37,7 +37,7 @@ from htcnns.networks import PRESETS
 from htcnns.training.card import data_paragraph as _data_paragraph
 from htcnns.training.card import describe_data, model_card
 from htcnns.training.checkpoint import CHECKPOINT_STATE, Progress, load_checkpoint, save_checkpoint
-from htcnns.training.config import DATA_KINDS, TrainConfig, check_foreground_share, network_config, source_weights
+from htcnns.training.config import DATA_KINDS, TrainConfig, check_shares, network_config, source_weights
 from htcnns.training.curves import CURVES_NAME, write_curves
 from htcnns.training.data import (
     Sample,
@@ -186,7 +186,7 @@ def real_pools(config: TrainConfig) -> tuple[list[list[Sample]], list[RealCase],
 def plan_run(config: TrainConfig) -> tuple[Run, list[list[Sample]], Callable[[int], TrainingCase] | None]:
     """The run's fixed parts, the real samples per folder and the generated-case maker (None without one)."""
     source_weights(config)  # refuses bad --data-weights before any data is read
-    check_foreground_share(config)
+    check_shares(config)
     pools, held_out, used = real_pools(config)
     real_folds = bool(config.real_data) and config.folds > 0
     split = split_seeds(config.seed, config.phantoms, config.validation_phantoms, 0 if real_folds else config.folds,
@@ -340,6 +340,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--foreground-share", type=float, default=defaults.foreground_share,
                         help="share of patches centred on a tumour voxel, the rest anywhere (default 2/3; "
                              "nnU-Net uses 1/3)")
+    parser.add_argument("--thick-slices", type=float, default=defaults.thick_slices,
+                        help="chance of each channel of a training patch to be re-sliced 2-7 mm thick along one "
+                             "axis and interpolated back (robustness to a hospital's thick-slice sequences after "
+                             "--preprocess; default 0)")
     parser.add_argument("--atlas", type=str, default="",
                         help="shared data folder holding sri24-brats-space/ and deepmedic-brats2015/ (for --data "
                              "synthseg; default $HTCNNS_SHARED_DATA, else ../shared/data next to this checkout)")

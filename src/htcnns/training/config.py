@@ -24,6 +24,7 @@ class TrainConfig:
     for none); real_data: folders of labelled cases.
     data_weights: the share of patches drawn from each source, generated first (default: equal shares).
     foreground_share: the share of patches centred on a tumour voxel (nnU-Net's oversampling); the rest anywhere.
+    thick_slices: the chance of each channel of a patch to be re-sliced 2-7 mm thick (``RandThickSlicesd``).
     """
 
     architecture: str
@@ -55,6 +56,7 @@ class TrainConfig:
     fold: int = 0
     freeze_encoder: bool = False
     tune_et_threshold: bool = False
+    thick_slices: float = 0.0
 
 
 def network_config(config: TrainConfig) -> dict:
@@ -70,10 +72,11 @@ def data_sources(config: TrainConfig) -> tuple[str, ...]:
     return ((config.data,) if config.data else ()) + tuple(config.real_data)
 
 
-def check_foreground_share(config: TrainConfig) -> None:
-    """Refuse a ``--foreground-share`` outside [0, 1]."""
-    if not 0.0 <= config.foreground_share <= 1.0:
-        raise SettingsError(f"--foreground-share {config.foreground_share}: give a share between 0 and 1")
+def check_shares(config: TrainConfig) -> None:
+    """Refuse a ``--foreground-share`` or ``--thick-slices`` outside [0, 1]."""
+    for option, value in (("--foreground-share", config.foreground_share), ("--thick-slices", config.thick_slices)):
+        if not 0.0 <= value <= 1.0:
+            raise SettingsError(f"{option} {value}: give a share between 0 and 1")
 
 
 def source_weights(config: TrainConfig) -> tuple[float, ...]:

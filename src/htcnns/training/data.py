@@ -69,11 +69,12 @@ def make_samples(seeds: Iterable[int], make_case: Callable[[int], TrainingCase])
     return [to_sample(make_case(seed)) for seed in tqdm(seeds, desc="cases", unit="case", disable=None)]
 
 
-def random_patch(sample: Sample, size: int, rng: np.random.Generator,
-                 foreground: float = 2 / 3) -> tuple[np.ndarray, np.ndarray]:
+def random_patch(sample: Sample, size: int, rng: np.random.Generator, foreground: float = 2 / 3,
+                 thick_slices: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """A (4, s, s, s) image patch and its (3, s, s, s) target; a share ``foreground`` is centred on tumour.
 
-    Augmentation: MONAI transforms (``htcnns.training.augment``), their draws taken from ``rng``.
+    Augmentation: MONAI transforms (``htcnns.training.augment``), their draws taken from ``rng``; each channel
+    re-sliced thick with chance ``thick_slices``.
     """
     shape = np.array(sample.image.shape[1:])
     if rng.random() < foreground:
@@ -86,10 +87,10 @@ def random_patch(sample: Sample, size: int, rng: np.random.Generator,
     image, target = sample.image[(slice(None), *box)], sample.regions[(slice(None), *box)]
     pad = [(0, 0)] + [(0, size - n) for n in image.shape[1:]]
     image, target = np.pad(image, pad), np.pad(target.astype(np.float32), pad)
-    return augment(augmentation(), image, target, rng)
+    return augment(augmentation(thick_slices), image, target, rng)
 
 
 @cache
-def augmentation() -> Compose:
-    """The one MONAI augmentation pipeline of this process."""
-    return make_augmentation()
+def augmentation(thick_slices: float = 0.0) -> Compose:
+    """The MONAI augmentation pipeline of this process (one per ``thick_slices``)."""
+    return make_augmentation(thick_slices)

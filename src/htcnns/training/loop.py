@@ -57,7 +57,7 @@ def train_step(learner: Learner, pools: list[list[Sample]], config: TrainConfig,
                weights: tuple[float, ...] = ()) -> float:
     """One optimiser step on a batch of random patches from ``pools`` (drawn with ``weights``); returns its loss."""
     pairs = [random_patch(pick_sample(learner.rng, pools, weights), config.patch_size, learner.rng,
-                          config.foreground_share) for _ in range(config.batch_size)]
+                          config.foreground_share, config.thick_slices) for _ in range(config.batch_size)]
     images = torch.from_numpy(np.stack([p[0] for p in pairs]))
     targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
     learner.optimizer.zero_grad(set_to_none=True)
