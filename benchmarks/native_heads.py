@@ -59,7 +59,7 @@ def measure(head: HeadSimulation, atlas: Atlas, work: Path,
     return {"brain_dice": dice(ours, truth), "atlas_dice": dice(carried, truth),
             "extra_ml": float((ours & ~truth).sum()) * _voxel_ml(head.brain),
             "missed_ml": float((truth & ~ours).sum()) * _voxel_ml(head.brain), "seconds": seconds,
-            **{f"s_{k}": v for k, v in prepared.seconds.items()}}
+            **{f"s_{k}": v for k, v in prepared.seconds.items()}, **prepared.check.summary()}
 
 
 def _voxel_ml(image: sitk.Image) -> float:

@@ -55,7 +55,7 @@ def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
         prepared = to_brats_space(NativeCase(folder.name, sources), atlas)
         seconds = time.perf_counter() - start
         true_brain = truth.in_atlas_space(images["t1c"] != 0)
-        result = {"seconds": seconds, **{f"s_{k}": v for k, v in prepared.seconds.items()},
+        result = {"seconds": seconds, **{f"s_{k}": v for k, v in prepared.seconds.items()}, **prepared.check.summary(),
                   "registration_error_mm": registration_error_mm(prepared.to_native, truth, images["t1c"] != 0),
                   "brain_dice": dice(sitk.GetArrayViewFromImage(prepared.brain) > 0, true_brain)}
         if models:

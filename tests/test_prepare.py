@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import locale
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from htcnns.evaluation.native_heads import simulate_head
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
 from htcnns.inference.prepare import (
     NATIVE_T1C_NAME,
+    PREPARATION_NAME,
     NativeCase,
     find_native_cases,
     head_top,
@@ -31,6 +33,7 @@ from htcnns.inference.prepare import (
     read_native,
     to_brats_space,
 )
+from htcnns.inference.registration_check import RegistrationCheck
 from htcnns.labels import MODALITIES, dice
 
 REAL_CASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats-real-labelled" / "BraTS20_Training_001"
@@ -144,6 +147,10 @@ def preprocess_run(tmp_path_factory: pytest.TempPathFactory) -> PreprocessRun:
         sitk.WriteImage(image, str(native / "patient-a" / name))
     (native / "patient-b").mkdir()
     sitk.WriteImage(truth.images["t1c"], str(native / "patient-b" / "t1c.nrrd"))
+    shutil.copytree(native / "patient-a", native / "patient-c")  # its T1c's slices stored top to bottom, the header
+    flipped = sitk.GetImageFromArray(sitk.GetArrayFromImage(truth.images["t1c"])[::-1].copy())  # not saying so
+    flipped.CopyInformation(truth.images["t1c"])
+    sitk.WriteImage(flipped, str(native / "patient-c" / "T1_post_gd.nrrd"))
     models = save_tiny_models(root / "models", roi=96)
     done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(native), "-o", str(root / "out"),
                            "--models", str(models), "--preprocess", "--keep-brats-space", str(root / "bs"),
@@ -180,12 +187,18 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     done, out, native_t1c = preprocess_run.done, preprocess_run.root / "out", preprocess_run.truth.images["t1c"]
     assert done.returncode == 1, done.stderr
     assert "patient-b: no t1n, t2w, t2f" in done.stderr and "Traceback" not in done.stderr
+    assert "patient-c: cannot be prepared: the registered T1c does not look like the atlas head" in done.stderr
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["patient-a.nii.gz"]
     labels = sitk.ReadImage(str(out / "patient-a.nii.gz"))
     assert labels.GetSize() == native_t1c.GetSize()
     assert labels.GetOrigin() == pytest.approx(native_t1c.GetOrigin(), abs=1e-3)
     assert set(np.unique(sitk.GetArrayViewFromImage(labels))) <= {0, 1, 2, 3}
     assert sorted(p.name for p in preprocess_run.kept.iterdir()) == sorted(
-        [*(f"patient-a-{m}.nii.gz" for m in MODALITIES), "patient-a-brain.nii.gz", NATIVE_T1C_NAME, "to-native.tfm"])
+        [*(f"patient-a-{m}.nii.gz" for m in MODALITIES), "patient-a-brain.nii.gz", NATIVE_T1C_NAME, "to-native.tfm",
+         PREPARATION_NAME])
+    record = json.loads((preprocess_run.kept / PREPARATION_NAME).read_text())
+    assert min(record["registration"]["coverage"].values()) > 0.95 and record["registration"]["similarity"] > 0.6
+    assert record["warnings"] == [] and record["seconds"]["register"] > 0
     assert json.loads((out / "htcnns-report.json").read_text())["cases"][0]["case_id"] == "patient-a"
 
 
@@ -201,3 +214,19 @@ def test_a_real_head_shape_gets_a_brain_mask_close_to_its_own_brain(tmp_path: Pa
     prepared = to_brats_space(NativeCase("head-20", sources))
     ours = sitk.GetArrayFromImage(labels_to_native(prepared.brain, prepared)) > 0
     assert dice(ours, sitk.GetArrayViewFromImage(head.brain) > 0) > 0.93
+
+
+def test_registration_figures_say_what_is_wrong() -> None:
+    good = RegistrationCheck({m: 1.0 for m in MODALITIES}, 0.64, (1.05, 1.0, 0.95))
+    assert good.failures() == [] and good.warnings() == []
+    assert good.summary() == pytest.approx({"similarity": 0.64, "least_coverage": 1.0, "anisotropy": 1.05 / 0.95})
+    partial = RegistrationCheck({"t1c": 0.3, "t1n": 1.0, "t2w": 1.0, "t2f": 1.0}, 0.9, (1.0, 1.0, 1.0))
+    assert partial.failures() == ["the T1c's field of view holds only 30 % of the brain (at least 50 % is needed; "
+                                  "give a T1c covering the whole head)"]
+    upside_down = RegistrationCheck({m: 1.0 for m in MODALITIES}, 0.2, (1.0, 1.0, 1.0))
+    assert "correlation 0.20 near the brain" in upside_down.failures()[0]
+    doubtful = RegistrationCheck({"t1c": 1.0, "t1n": 1.0, "t2w": 0.7, "t2f": 1.0}, 0.45, (1.0, 1.0, 0.69))
+    assert doubtful.failures() == [] and doubtful.warnings() == [
+        "the T2 covers only 70 % of the brain; the rest is segmented without it",
+        "the registered T1c resembles the atlas head only weakly (correlation 0.45 near the brain); check the overlay",
+        "the atlas was stretched by 1.00 x 1.00 x 0.69 to fit; check the overlay"]

@@ -33,6 +33,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from htcnns.errors import InputError
+from htcnns.inference.registration_check import RegistrationCheck, check_registration
 from htcnns.labels import MODALITIES
 
 MAPPING_NAME = "modalities.json"
@@ -69,6 +70,8 @@ class BratsSpaceCase:
     to_native: maps atlas points to native T1c points (what ``sitk.Resample`` onto the atlas grid needs; its
         inverse brings atlas-grid label maps onto the native grid).
     seconds: per step (read, coregister, register, resample, strip).
+    check: the registration's figures (``htcnns.inference.registration_check``); ``check.warnings()`` say what is
+        doubtful.
     """
 
     case_id: str
@@ -77,6 +80,7 @@ class BratsSpaceCase:
     native_t1c: sitk.Image
     to_native: sitk.Transform
     seconds: Mapping[str, float]
+    check: RegistrationCheck
 
 
 def atlas_file(name: str) -> Path:
@@ -331,10 +335,9 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
     """Read, co-register, register to the atlas, resample and skull-strip one native case.
 
     Raises:
-        InputError: a modality cannot be read, or a registration fails.
+        InputError: a modality cannot be read, or a registration fails or is not believable (``check.failures``).
     """
     atlas = atlas or load_atlas()
-    head = atlas.head
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
     native = {m: read_native(case.sources[m], case.case_id) for m in MODALITIES}
@@ -348,21 +351,31 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
         raise InputError(f"{case.case_id}: registration failed ({reason}); check that the four files are brain "
                          "scans of one head") from None
     seconds["register"], tick = time.perf_counter() - tick, time.perf_counter()
-    images = {}
-    for m in MODALITIES:
-        chain = to_native if m == "t1c" else sitk.CompositeTransform([to_modality[m], to_native])
-        images[m] = sitk.Resample(native[m], head, chain, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    ones = sitk.Image(native["t1c"].GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(native["t1c"])
-    inside = sitk.GetArrayFromImage(sitk.Resample(ones, head, to_native, sitk.sitkNearestNeighbor, 0)) > 0
+    chains = {m: to_native if m == "t1c" else sitk.CompositeTransform([to_modality[m], to_native])
+              for m in MODALITIES}
+    images = {m: sitk.Resample(native[m], atlas.head, chains[m], sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+              for m in MODALITIES}
+    inside = {m: field_of_view(native[m], atlas.head, chains[m]) for m in MODALITIES}
     seconds["resample"], tick = time.perf_counter() - tick, time.perf_counter()
-    mask = refine_brain_mask(sitk.GetArrayViewFromImage(atlas.brain) > 0,
-                             *(sitk.GetArrayViewFromImage(images[m]) for m in ("t1n", "t2w", "t2f")), inside)
+    atlas_brain = sitk.GetArrayViewFromImage(atlas.brain) > 0
+    check = check_registration(atlas.head, sitk.GetArrayViewFromImage(atlas.near_brain) > 0, atlas_brain,
+                               images["t1c"], inside, _affine(to_native).GetMatrix())
+    if check.failures():
+        raise InputError(f"{case.case_id}: cannot be prepared: {'; '.join(check.failures())}")
+    mask = refine_brain_mask(atlas_brain, *(sitk.GetArrayViewFromImage(images[m]) for m in ("t1n", "t2w", "t2f")),
+                             inside["t1c"])
     brain = sitk.GetImageFromArray(mask.astype(np.uint8))
-    brain.CopyInformation(head)
+    brain.CopyInformation(atlas.head)
     stripped = {m: sitk.Mask(image, brain) for m, image in images.items()}
     seconds["strip"] = time.perf_counter() - tick
-    return BratsSpaceCase(case.case_id, stripped, brain, native["t1c"], to_native, seconds)
+    return BratsSpaceCase(case.case_id, stripped, brain, native["t1c"], to_native, seconds, check)
+
+
+def field_of_view(native: sitk.Image, grid: sitk.Image, to_native: sitk.Transform) -> np.ndarray:
+    """Where on ``grid`` the scan ``native`` has voxels (bool array)."""
+    ones = sitk.Image(native.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(native)
+    return sitk.GetArrayFromImage(sitk.Resample(ones, grid, to_native, sitk.sitkNearestNeighbor, 0)) > 0
 
 
 def labels_to_native(labels: sitk.Image, case: BratsSpaceCase) -> sitk.Image:
@@ -376,11 +389,13 @@ def _onto_native_grid(labels: sitk.Image, native_grid: sitk.Image, to_native: si
 
 TRANSFORM_NAME = "to-native.tfm"
 NATIVE_T1C_NAME = "native-t1c-grid.nii.gz"
+PREPARATION_NAME = "preparation.json"
 
 
 def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
     """Write a prepared case as a BraTS case folder ``folder/<case-id>/`` (the four ``<case-id>-<modality>.nii.gz``,
-    ``<case-id>-brain.nii.gz``, the transform and the native T1c grid), complete or not at all."""
+    ``<case-id>-brain.nii.gz``, the transform, the native T1c grid and ``preparation.json``: the registration's
+    figures, warnings and seconds), complete or not at all."""
     target = folder / case.case_id
     partial = folder / f".{case.case_id}.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -392,6 +407,8 @@ def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
     grid = sitk.Image(case.native_t1c.GetSize(), sitk.sitkUInt8)
     grid.CopyInformation(case.native_t1c)
     sitk.WriteImage(grid, str(partial / NATIVE_T1C_NAME))
+    record = {"registration": case.check.to_json(), "warnings": case.check.warnings(), "seconds": dict(case.seconds)}
+    (partial / PREPARATION_NAME).write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
@@ -418,7 +435,10 @@ def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bo
         try:
             if case.problem:
                 raise InputError(f"{case.case_id}: {case.problem}")
-            write_brats_space(to_brats_space(case, atlas), prepared)
+            brats_space = to_brats_space(case, atlas)
+            for warning in brats_space.check.warnings():
+                log.warning("%s: %s", case.case_id, warning)
+            write_brats_space(brats_space, prepared)
         except InputError as error:
             log.error("%s", error)
             problems.append(str(error))
