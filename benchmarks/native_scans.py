@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
 from htcnns.inference.prepare import BratsSpaceCase, NativeCase, labels_to_native, load_atlas, to_brats_space
 from htcnns.labels import dice
+from htcnns.training.real import label_files
 
 
 def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, work: Path) -> sitk.Image:
@@ -39,7 +40,7 @@ def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, wo
     return sitk.ReadImage(str(output / f"{case_id}.nii.gz"))
 
 
-def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
+def measure(folder: Path, seed: int, models: list[Path], case_space: bool = True) -> dict[str, float]:
     atlas = load_atlas()
     head = atlas.head
     images = brats_space_images(folder, head)
@@ -58,18 +59,36 @@ def measure(folder: Path, seed: int, models: Path | None) -> dict[str, float]:
         result = {"seconds": seconds, **{f"s_{k}": v for k, v in prepared.seconds.items()}, **prepared.check.summary(),
                   "registration_error_mm": registration_error_mm(prepared.to_native, truth, images["t1c"] != 0),
                   "brain_dice": dice(sitk.GetArrayViewFromImage(prepared.brain) > 0, true_brain)}
-        if models:
-            result |= wt_agreement(images, truth, prepared, true_brain, head, models, Path(work))
+        true_wt = true_wt_on_native_grid(folder, head, truth)
+        for i, chosen in enumerate(models):  # the same preparation for each set: their WT figures compare
+            suffix = f"@{chosen}" if len(models) > 1 else ""
+            agreement = wt_agreement(images, truth, prepared, true_brain, head, chosen, Path(work) / str(i),
+                                     case_space, true_wt)
+            result |= {f"{key}{suffix}": value for key, value in agreement.items()}
     return result
 
 
+def true_wt_on_native_grid(folder: Path, head: sitk.Image, truth: NativeSimulation) -> np.ndarray | None:
+    """The case's own WT label (``<id>-seg`` / ``_seg``) on the native T1c grid through the true pose, or None
+    for an unlabelled case."""
+    found = [path for paths in label_files(folder).values() for path in paths]
+    if len(found) != 1:
+        return None
+    labels = sitk.Resample(sitk.ReadImage(str(found[0])), head, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    wt = sitk.Cast(labels > 0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(sitk.Resample(wt, truth.images["t1c"], truth.native_to_brats, sitk.sitkLinear)) > 0.5
+
+
 def wt_agreement(images: dict[str, sitk.Image], truth: NativeSimulation, prepared: BratsSpaceCase,
-                 true_brain: np.ndarray, head: sitk.Image, models: Path, work: Path) -> dict[str, float]:
+                 true_brain: np.ndarray, head: sitk.Image, models: Path, work: Path,
+                 case_space: bool = True, true_wt: np.ndarray | None = None) -> dict[str, float]:
     """WT Dice on the native T1c grid between the segmentation through preparation and three references: the 1 mm
     case in SRI24 space (moved by the fit, its own mask: what a BraTS preprocessing of these scans gives),
-    ``wt_dice``; the 1 mm case in its own BraTS space, ``wt_dice_case_space``; and, against the first, a perfect
-    preparation (true transforms and mask, the native thick-slice scans), ``wt_dice_perfect``: the ceiling the
-    thick slices leave."""
+    ``wt_dice``; the 1 mm case in its own BraTS space, ``wt_dice_case_space`` (unless not ``case_space``); and,
+    against the first, a perfect preparation (true transforms and mask, the native thick-slice scans),
+    ``wt_dice_perfect``: the ceiling the thick slices leave. With the case's own labels (``true_wt``) also the
+    WT Dice against them of the segmentation through preparation, ``wt_truth``, and of the 1 mm SRI24 one,
+    ``wt_truth_1mm`` (the cases of brats-real-labelled trained the bundled networks: in-sample figures)."""
     brain = sitk.GetImageFromArray(true_brain.astype(np.uint8))
     brain.CopyInformation(head)
     sri24 = {m: sitk.Mask(truth.moved_to_atlas(image), brain) for m, image in images.items()}
@@ -81,25 +100,33 @@ def wt_agreement(images: dict[str, sitk.Image], truth: NativeSimulation, prepare
                                                     sitk.sitkNearestNeighbor)) > 0
 
     reference = from_atlas(segment_labels(sri24, "sri24", models, work))
-    case_space = sitk.Resample(segment_labels(images, "direct", models, work), native_t1c, truth.native_to_brats,
-                               sitk.sitkNearestNeighbor)
     through = sitk.GetArrayFromImage(labels_to_native(segment_labels(dict(prepared.images), "prepared", models,
                                                                      work), prepared)) > 0
-    return {"wt_dice": dice(through, reference),
-            "wt_dice_case_space": dice(through, sitk.GetArrayFromImage(case_space) > 0),
-            "wt_dice_perfect": dice(from_atlas(segment_labels(perfect, "perfect", models, work)), reference)}
+    result = {"wt_dice": dice(through, reference),
+              "wt_dice_perfect": dice(from_atlas(segment_labels(perfect, "perfect", models, work)), reference)}
+    if true_wt is not None:
+        result |= {"wt_truth": dice(through, true_wt), "wt_truth_1mm": dice(reference, true_wt)}
+    if case_space:
+        direct = sitk.Resample(segment_labels(images, "direct", models, work), native_t1c, truth.native_to_brats,
+                               sitk.sitkNearestNeighbor)
+        result["wt_dice_case_space"] = dice(through, sitk.GetArrayFromImage(direct) > 0)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", type=Path, nargs="+", help="BraTS-space case folders")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", type=Path, help="also segment both ways with these models and compare WT")
+    parser.add_argument("--models", type=Path, action="append", default=[],
+                        help="also segment both ways with these models and compare WT (repeatable: each set on the "
+                             "same preparation)")
+    parser.add_argument("--no-case-space", action="store_true",
+                        help="leave out the comparison with the case's own BraTS space (one segmentation less)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     results = {}
     for i, folder in enumerate(args.cases):
-        results[folder.name] = measure(folder, args.seed + i, args.models)
+        results[folder.name] = measure(folder, args.seed + i, args.models, not args.no_case_space)
         print(folder.name, json.dumps({k: round(v, 3) for k, v in results[folder.name].items()}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
