@@ -199,7 +199,28 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     record = json.loads((preprocess_run.kept / PREPARATION_NAME).read_text())
     assert min(record["registration"]["coverage"].values()) > 0.95 and record["registration"]["similarity"] > 0.6
     assert record["warnings"] == [] and record["seconds"]["register"] > 0
-    assert json.loads((out / "htcnns-report.json").read_text())["cases"][0]["case_id"] == "patient-a"
+    report = json.loads((out / "htcnns-report.json").read_text())
+    assert {c["case_id"]: c["status"] for c in report["cases"]} == {
+        "patient-a": "ok", "patient-b": "failed", "patient-c": "failed"}
+
+
+@pytest.mark.slow
+def test_a_preprocess_rerun_keeps_what_is_done_and_reports_what_cannot_be_done(
+        preprocess_run: PreprocessRun) -> None:
+    # run again on patient-a (its label map already written) and patient-b (no T1, T2, FLAIR): nothing to segment
+    again = preprocess_run.root / "again"
+    for name in ("patient-a", "patient-b"):
+        shutil.copytree(preprocess_run.root / "in" / name, again / name)
+    out = preprocess_run.root / "out"
+    before = (out / "patient-a.nii.gz").stat().st_mtime_ns
+    done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(again), "-o", str(out),
+                           "--models", str(preprocess_run.root / "models"), "--preprocess", "--no-qc"],
+                          capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "no cases found" not in done.stderr and "1 of 2 cases segmented (1 kept" in done.stderr
+    assert (out / "patient-a.nii.gz").stat().st_mtime_ns == before
+    report = json.loads((out / "htcnns-report.json").read_text())
+    assert {c["case_id"]: c["status"] for c in report["cases"]} == {"patient-a": "skipped", "patient-b": "failed"}
 
 
 @pytest.mark.skipif(not REAL_HEAD.is_file(), reason="../shared/data is absent")

@@ -94,12 +94,12 @@ class Segmenter:
 
     def segment_folder(self, input_dir: str | Path, output_dir: str | Path, *, qc_dir: str | Path | None = None,
                        report_path: Path | None = None, write_report: bool = True, shard: Shard | None = None,
-                       **settings: object) -> tuple[list[CaseResult], Report]:
+                       allow_empty: bool = False, **settings: object) -> tuple[list[CaseResult], Report]:
         """Every case under ``input_dir`` into ``output_dir/<case-id>.nii.gz`` (as ``htcnns segment``); extra
         keyword arguments override this segmenter's ``Settings`` (e.g. ``case_timeout=900``)."""
         chosen = Settings(**{**self.settings.__dict__, "qc_dir": Path(qc_dir) if qc_dir else None, **settings})
         return run_batch(Path(input_dir), Path(output_dir), self.models, chosen, report_path=report_path,
-                         write_report=write_report, shard=shard)
+                         write_report=write_report, shard=shard, allow_empty=allow_empty)
 
     def segment_native_folder(self, input_dir: str | Path, output_dir: str | Path, *,
                               brats_space_dir: str | Path | None = None, overwrite: bool = False,
@@ -108,21 +108,29 @@ class Segmenter:
         each case's native T1c grid: every case is brought to BraTS space, segmented there as by
         ``segment_folder`` (report and QC in ``output_dir``; ``options`` as there) and its label map moved back.
         ``brats_space_dir`` keeps the BraTS-space images, brain masks, transforms and label maps (default: a
-        temporary folder). Returns the results, the report and one line per case that could not be prepared."""
+        temporary folder). Returns the results (cases that could not be prepared FAILED, those whose label map
+        was already there SKIPPED; the report lists them too), the report and one line per case that could not be
+        prepared."""
         output = Path(output_dir)
         with tempfile.TemporaryDirectory(prefix="htcnns-brats-space-") as scratch:
             root = Path(brats_space_dir) if brats_space_dir else Path(scratch)
             cases, labels = root / "cases", root / "labels"
             cases.mkdir(parents=True, exist_ok=True)
-            problems = prepare_native_cases(Path(input_dir), cases, output, overwrite)
+            preparation = prepare_native_cases(Path(input_dir), cases, output, overwrite)
             results, report = self.segment_folder(cases, labels, report_path=options.pop("report_path", None)
-                                                  or output / REPORT_NAME, overwrite=True, **options)
+                                                  or output / REPORT_NAME, overwrite=True, allow_empty=True,
+                                                  **options)
             for result in results:
                 if result.ok and result.output is not None:
                     labels_native = native_labels(result.output, cases / result.case_id)
                     atomic_write(output / result.output.name,
                                  lambda path, image=labels_native: sitk.WriteImage(image, str(path)), ".part.nii.gz")
-        return results, report, problems
+        segmented = {result.case_id for result in results}
+        for result in preparation.results(output):
+            if result.case_id not in segmented:
+                report.record(result)
+                results.append(result)
+        return results, report, list(preparation.problems.values())
 
     @staticmethod
     def _input(case: str | Path | None, images: Mapping[str, object], affine: np.ndarray | None, case_id: str,

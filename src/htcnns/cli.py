@@ -130,15 +130,14 @@ def run_segment(args: argparse.Namespace) -> int:
                    labels=LabelConvention(args.labels), sw_batch_size=args.sw_batch_size,
                    case_timeout=args.case_timeout, strict_input=args.strict_input,
                    oedema_opening=args.oedema_opening)
-    unprepared: list[str] = []
     if args.preprocess:
-        results, report, unprepared = segmenter.segment_native_folder(
+        results, report, _ = segmenter.segment_native_folder(
             args.input, args.output, brats_space_dir=args.keep_brats_space, overwrite=args.overwrite, **options)
     else:
         results, report = segmenter.segment_folder(args.input, args.output, overwrite=args.overwrite, **options)
-    failed = sum(not r.ok for r in results) + len(unprepared)
+    failed = sum(not r.ok for r in results)
     kept = sum(r.status is Status.SKIPPED for r in results)
-    total = len(results) + len(unprepared)
+    total = len(results)
     log.info("%d of %d cases segmented (%d kept from an earlier run) into %s", total - failed, total, kept,
              args.output)
     flagged = [r.case_id for r in results if r.extra.get("needs_review")]

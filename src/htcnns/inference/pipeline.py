@@ -348,16 +348,16 @@ def process_case(case: Case, kept: Path | None, models: Sequence[LoadedModel], s
     return run_case(case, models, settings, output_dir, prefetch.take(case))
 
 
-def discover_cases(input_dir: Path) -> list[Case]:
+def discover_cases(input_dir: Path, allow_empty: bool = False) -> list[Case]:
     """The cases under ``input_dir``.
 
     Raises:
-        InputError: ``input_dir`` is not a folder or holds no BraTS-named case.
+        InputError: ``input_dir`` is not a folder or holds no BraTS-named case (unless ``allow_empty``).
     """
     if not input_dir.is_dir():
         raise InputError(f"input folder {input_dir} does not exist or is not a folder")
     cases = find_cases(input_dir)
-    if not cases:
+    if not cases and not allow_empty:
         raise InputError(
             f"no cases found under {input_dir}: expected BraTS 2023 names (<id>-t1n/-t1c/-t2w/-t2f.nii.gz) "
             "or BraTS 2021 names (<id>_t1/_t1ce/_t2/_flair.nii.gz)"
@@ -402,15 +402,16 @@ def log_result(result: CaseResult) -> None:
 
 def run_batch(input_dir: Path, output_dir: Path, models: Sequence[LoadedModel], settings: Settings, *,
               report_path: Path | None = None, write_report: bool = True,
-              shard: Shard | None = None) -> tuple[list[CaseResult], Report]:
+              shard: Shard | None = None, allow_empty: bool = False) -> tuple[list[CaseResult], Report]:
     """segment_folder, also returning the report (whose ``error`` says whether its last write failed).
 
     Args:
         report_path: where the report goes (default ``output_dir/htcnns-report.json``).
         write_report: False keeps the report in memory only.
         shard: segment only this shard's share of the cases (``htcnns.inference.shards``; None: all).
+        allow_empty: a folder without cases gives an empty report instead of an error.
     """
-    found = discover_cases(input_dir)
+    found = discover_cases(input_dir, allow_empty)
     cases = select_shard(found, shard)
     if shard is not None:
         log.info("shard %s: %d of the %d cases under %s", shard, len(cases), len(found), input_dir)

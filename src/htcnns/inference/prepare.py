@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from htcnns.errors import InputError
 from htcnns.inference.registration_check import RegistrationCheck, check_registration
+from htcnns.inference.report import CaseResult, Status
 from htcnns.labels import MODALITIES
 
 MAPPING_NAME = "modalities.json"
@@ -421,16 +422,31 @@ def native_labels(labels_path: Path, prepared_case: Path) -> sitk.Image:
                              sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME)))
 
 
-def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bool) -> list[str]:
+@dataclass(frozen=True)
+class Preparation:
+    """What ``prepare_native_cases`` did besides the prepared case folders: the cases left out because their label
+    map is already in the output (``kept``), and one line per case that could not be prepared (``problems``)."""
+
+    kept: list[str]
+    problems: dict[str, str]
+
+    def results(self, output: Path) -> list[CaseResult]:
+        """The kept and the failed cases as report entries."""
+        return ([CaseResult(case_id, Status.SKIPPED, output=output / f"{case_id}.nii.gz") for case_id in self.kept]
+                + [CaseResult(case_id, Status.FAILED, line) for case_id, line in self.problems.items()])
+
+
+def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bool) -> Preparation:
     """Bring every native case under ``root`` to BraTS space as case folders under ``prepared`` (a progress bar);
-    cases whose label map is already in ``output`` are left out unless ``overwrite``. Returns one line per case
-    that cannot be prepared (each is logged; the others go on)."""
-    problems = []
+    cases whose label map is already in ``output`` are kept unless ``overwrite``. A case that cannot be prepared
+    gets one line (logged) and the others go on."""
+    preparation = Preparation([], {})
     atlas = load_atlas()
     cases = find_native_cases(root)
     bar_off = True if os.environ.get("TQDM_DISABLE") else None  # --quiet; None: a bar on a terminal only
     for case in tqdm(cases, desc="preparing", unit="case", disable=bar_off):
         if not overwrite and (output / f"{case.case_id}.nii.gz").is_file():
+            preparation.kept.append(case.case_id)
             continue
         try:
             if case.problem:
@@ -441,5 +457,5 @@ def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bo
             write_brats_space(brats_space, prepared)
         except InputError as error:
             log.error("%s", error)
-            problems.append(str(error))
-    return problems
+            preparation.problems[case.case_id] = str(error)
+    return preparation
