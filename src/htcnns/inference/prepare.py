@@ -1,9 +1,10 @@
 """Native hospital scans -> BraTS space, and label maps back to the native T1c grid (SimpleITK).
 
 Per case: every modality co-registered to the T1c (rigid, Mattes mutual information); the T1c registered to the
-SRI24 T1 with skull (centre of mass, rigid, then affine; mutual information, multi-resolution); all four
-resampled onto the SRI24 / BraTS grid (240 x 240 x 155, 1 mm; linear); the skull stripped with the atlas brain
-mask, refined on the images (``refine_brain_mask``). The inverse of the T1c -> atlas transform brings a label
+SRI24 T1 with skull (head tops aligned, rigid, then affine; mutual information, multi-resolution); all four
+resampled onto the SRI24 / BraTS grid (240 x 240 x 155, 1 mm; linear); the registration checked
+(``htcnns.inference.registration_check``); the skull stripped with the atlas brain mask, refined on the images
+(``refine_brain_mask``). The inverse of the T1c -> atlas transform brings a label
 map back onto the native T1c grid (nearest neighbour).
 
 Inputs (``find_native_cases``): per case one file per modality (NIfTI, NRRD, MHA/MHD) or one DICOM series
