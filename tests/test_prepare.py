@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import locale
+import re
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,9 @@ def preprocess_run(tmp_path_factory: pytest.TempPathFactory) -> PreprocessRun:
     flipped = sitk.GetImageFromArray(sitk.GetArrayFromImage(truth.images["t1c"])[::-1].copy())  # not saying so
     flipped.CopyInformation(truth.images["t1c"])
     sitk.WriteImage(flipped, str(native / "patient-c" / "T1_post_gd.nrrd"))
+    shutil.copytree(native / "patient-a", native / "patient-d")  # its T2 holds the lower half of the slices only
+    t2 = truth.images["t2w"]
+    sitk.WriteImage(t2[:, :, : t2.GetSize()[2] // 2], str(native / "patient-d" / "t2.nii.gz"))
     models = save_tiny_models(root / "models", roi=96)
     done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(native), "-o", str(root / "out"),
                            "--models", str(models), "--preprocess", "--keep-brats-space", str(root / "bs"),
@@ -188,7 +192,7 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     assert done.returncode == 1, done.stderr
     assert "patient-b: no t1n, t2w, t2f" in done.stderr and "Traceback" not in done.stderr
     assert "patient-c: cannot be prepared: the registered T1c does not look like the atlas head" in done.stderr
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["patient-a.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["patient-a.nii.gz", "patient-d.nii.gz"]
     labels = sitk.ReadImage(str(out / "patient-a.nii.gz"))
     assert labels.GetSize() == native_t1c.GetSize()
     assert labels.GetOrigin() == pytest.approx(native_t1c.GetOrigin(), abs=1e-3)
@@ -200,8 +204,11 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     assert min(record["registration"]["coverage"].values()) > 0.95 and record["registration"]["similarity"] > 0.6
     assert record["warnings"] == [] and record["seconds"]["register"] > 0
     report = json.loads((out / "htcnns-report.json").read_text())
-    assert {c["case_id"]: c["status"] for c in report["cases"]} == {
-        "patient-a": "ok", "patient-b": "failed", "patient-c": "failed"}
+    cases = {c["case_id"]: c for c in report["cases"]}
+    assert {case_id: c["status"] for case_id, c in cases.items()} == {
+        "patient-a": "ok", "patient-b": "failed", "patient-c": "failed", "patient-d": "ok"}
+    assert re.search(r"the T2 covers only \d+ % of the brain", cases["patient-d"]["note"]), cases["patient-d"]
+    assert "patient-d: the T2 covers only" in done.stderr and "covers only" not in cases["patient-a"]["note"]
 
 
 @pytest.mark.slow

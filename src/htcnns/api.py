@@ -36,7 +36,7 @@ from htcnns.inference.pipeline import (
     segment_case,
 )
 from htcnns.inference.pipeline import default_models_root as bundled_models
-from htcnns.inference.prepare import native_labels, prepare_native_cases
+from htcnns.inference.prepare import native_labels, prepare_native_cases, with_preparation_warnings
 from htcnns.inference.qc import region_volumes_ml
 from htcnns.inference.report import REPORT_NAME, CaseResult, Report
 from htcnns.inference.review import Review
@@ -120,11 +120,14 @@ class Segmenter:
             results, report = self.segment_folder(cases, labels, report_path=options.pop("report_path", None)
                                                   or output / REPORT_NAME, overwrite=True, allow_empty=True,
                                                   **options)
-            for result in results:
+            for i, result in enumerate(results):
                 if result.ok and result.output is not None:
                     labels_native = native_labels(result.output, cases / result.case_id)
                     atomic_write(output / result.output.name,
                                  lambda path, image=labels_native: sitk.WriteImage(image, str(path)), ".part.nii.gz")
+                    results[i] = with_preparation_warnings(result, cases / result.case_id)
+                    if results[i] is not result:
+                        report.record(results[i])
         segmented = {result.case_id for result in results}
         for result in preparation.results(output):
             if result.case_id not in segmented:

@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -410,7 +410,7 @@ def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
     grid.CopyInformation(case.native_t1c)
     sitk.WriteImage(grid, str(partial / NATIVE_T1C_NAME))
     record = {"registration": case.check.to_json(), "warnings": case.check.warnings(), "seconds": dict(case.seconds)}
-    (partial / PREPARATION_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    (partial / PREPARATION_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
@@ -421,6 +421,16 @@ def native_labels(labels_path: Path, prepared_case: Path) -> sitk.Image:
     wrote (nearest neighbour through the inverse of the T1c -> atlas transform)."""
     return _onto_native_grid(sitk.ReadImage(str(labels_path)), sitk.ReadImage(str(prepared_case / NATIVE_T1C_NAME)),
                              sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME)))
+
+
+def with_preparation_warnings(result: CaseResult, prepared_case: Path) -> CaseResult:
+    """``result`` with the warnings of its preparation (``preparation.json`` in the case folder
+    ``write_brats_space`` wrote) added to its note; ``result`` itself when there are none."""
+    record = prepared_case / PREPARATION_NAME
+    warnings = json.loads(record.read_text(encoding="utf-8")).get("warnings", []) if record.is_file() else []
+    if not warnings:
+        return result
+    return replace(result, note="; ".join(filter(None, [result.note, *warnings])))
 
 
 @dataclass(frozen=True)
