@@ -36,7 +36,7 @@ from htcnns.inference.pipeline import (
     segment_case,
 )
 from htcnns.inference.pipeline import default_models_root as bundled_models
-from htcnns.inference.prepare import native_labels, prepare_native_cases, with_preparation_warnings
+from htcnns.inference.prepare import native_labels, prepare_native_cases
 from htcnns.inference.qc import region_volumes_ml
 from htcnns.inference.report import REPORT_NAME, CaseResult, Report
 from htcnns.inference.review import Review
@@ -125,7 +125,7 @@ class Segmenter:
                     labels_native = native_labels(result.output, cases / result.case_id)
                     atomic_write(output / result.output.name,
                                  lambda path, image=labels_native: sitk.WriteImage(image, str(path)), ".part.nii.gz")
-                    results[i] = with_preparation_warnings(result, cases / result.case_id)
+                    results[i] = preparation.noted(result)
                     if results[i] is not result:
                         report.record(results[i])
         segmented = {result.case_id for result in results}

@@ -362,8 +362,9 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
     atlas_brain = sitk.GetArrayViewFromImage(atlas.brain) > 0
     check = check_registration(atlas.head, sitk.GetArrayViewFromImage(atlas.near_brain) > 0, atlas_brain,
                                images["t1c"], inside, _affine(to_native).GetMatrix())
-    if check.failures():
-        raise InputError(f"{case.case_id}: cannot be prepared: {'; '.join(check.failures())}")
+    failures = check.failures()
+    if failures:
+        raise InputError(f"{case.case_id}: cannot be prepared: {'; '.join(failures)}")
     mask = refine_brain_mask(atlas_brain, *(sitk.GetArrayViewFromImage(images[m]) for m in ("t1n", "t2w", "t2f")),
                              inside["t1c"])
     brain = sitk.GetImageFromArray(mask.astype(np.uint8))
@@ -423,23 +424,20 @@ def native_labels(labels_path: Path, prepared_case: Path) -> sitk.Image:
                              sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME)))
 
 
-def with_preparation_warnings(result: CaseResult, prepared_case: Path) -> CaseResult:
-    """``result`` with the warnings of its preparation (``preparation.json`` in the case folder
-    ``write_brats_space`` wrote) added to its note; ``result`` itself when there are none."""
-    record = prepared_case / PREPARATION_NAME
-    warnings = json.loads(record.read_text(encoding="utf-8")).get("warnings", []) if record.is_file() else []
-    if not warnings:
-        return result
-    return replace(result, note="; ".join(filter(None, [result.note, *warnings])))
-
-
 @dataclass(frozen=True)
 class Preparation:
     """What ``prepare_native_cases`` did besides the prepared case folders: the cases left out because their label
-    map is already in the output (``kept``), and one line per case that could not be prepared (``problems``)."""
+    map is already in the output (``kept``), one line per case that could not be prepared (``problems``), and the
+    registration check's warnings of the prepared ones (``warnings``)."""
 
     kept: list[str]
     problems: dict[str, str]
+    warnings: dict[str, list[str]]
+
+    def noted(self, result: CaseResult) -> CaseResult:
+        """``result`` with its case's preparation warnings added to its note; ``result`` itself when none."""
+        warnings = self.warnings.get(result.case_id)
+        return replace(result, note="; ".join(filter(None, [result.note, *warnings]))) if warnings else result
 
     def results(self, output: Path) -> list[CaseResult]:
         """The kept and the failed cases as report entries."""
@@ -451,7 +449,7 @@ def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bo
     """Bring every native case under ``root`` to BraTS space as case folders under ``prepared`` (a progress bar);
     cases whose label map is already in ``output`` are kept unless ``overwrite``. A case that cannot be prepared
     gets one line (logged) and the others go on."""
-    preparation = Preparation([], {})
+    preparation = Preparation([], {}, {})
     atlas = load_atlas()
     cases = find_native_cases(root)
     bar_off = True if os.environ.get("TQDM_DISABLE") else None  # --quiet; None: a bar on a terminal only
@@ -463,7 +461,8 @@ def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bo
             if case.problem:
                 raise InputError(f"{case.case_id}: {case.problem}")
             brats_space = to_brats_space(case, atlas)
-            for warning in brats_space.check.warnings():
+            preparation.warnings[case.case_id] = brats_space.check.warnings()
+            for warning in preparation.warnings[case.case_id]:
                 log.warning("%s: %s", case.case_id, warning)
             write_brats_space(brats_space, prepared)
         except InputError as error:
