@@ -34,7 +34,7 @@ from htcnns.inference.prepare import (
     read_native,
     to_brats_space,
 )
-from htcnns.inference.registration_check import RegistrationCheck
+from htcnns.inference.registration_check import RegistrationCheck, check_registration
 from htcnns.labels import MODALITIES, dice
 
 REAL_CASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats-real-labelled" / "BraTS20_Training_001"
@@ -258,3 +258,24 @@ def test_registration_figures_say_what_is_wrong() -> None:
         "the T2 covers only 70 % of the brain; the rest is segmented without it",
         "the registered T1c resembles the atlas head only weakly (correlation 0.45 near the brain); check the overlay",
         "the atlas was stretched by 1.00 x 1.00 x 0.69 to fit; check the overlay"]
+
+
+def test_one_scan_given_for_two_modalities_is_refused() -> None:
+    rng = np.random.default_rng(3)
+    shape = (20, 24, 22)
+    brain = np.zeros(shape, bool)
+    brain[4:16, 5:19, 4:18] = True
+    everywhere = {m: np.ones(shape, bool) for m in MODALITIES}
+    scans = {m: rng.normal(100, 20, shape).astype(np.float32) for m in MODALITIES}
+
+    def checked(t1c: np.ndarray):  # the atlas head resembling the T1c, so only the twins can fail
+        images = {m: sitk.GetImageFromArray(a) for m, a in {**scans, "t1c": t1c}.items()}
+        head = sitk.GetImageFromArray(t1c + rng.normal(0, 5, shape).astype(np.float32))
+        return check_registration(head, brain, brain, images, everywhere, np.eye(3))
+
+    twice = checked(scans["t2w"] * 1.7 + 4)  # the T2 named as the T1c as well (another scaling, same voxels)
+    assert [(a, b) for a, b, _ in twice.twins] == [("t1c", "t2w")]
+    assert twice.failures() == ["the T1c and the T2 are one scan given twice (correlation 1.00 within the brain); "
+                                "give each modality its own series"]
+    apart = checked(scans["t1n"] + scans["t2f"])  # correlates 0.7 with each: alike, not one scan
+    assert apart.twins == () and apart.failures() == []

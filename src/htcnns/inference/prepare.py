@@ -361,7 +361,7 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
     seconds["resample"], tick = time.perf_counter() - tick, time.perf_counter()
     atlas_brain = sitk.GetArrayViewFromImage(atlas.brain) > 0
     check = check_registration(atlas.head, sitk.GetArrayViewFromImage(atlas.near_brain) > 0, atlas_brain,
-                               images["t1c"], inside, _affine(to_native).GetMatrix())
+                               images, inside, _affine(to_native).GetMatrix())
     failures = check.failures()
     if failures:
         raise InputError(f"{case.case_id}: cannot be prepared: {'; '.join(failures)}")
