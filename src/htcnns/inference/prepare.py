@@ -294,24 +294,26 @@ def register_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
 
 
 SURE_BRAIN_MM = 3
-SEARCH_MM = 4
+SEARCH_MM = 3
 T1_TISSUE = 0.5
+T1C_TISSUE = 0.5
 T2_TISSUE = (0.4, 2.0)
-"""Near the atlas brain's edge a voxel is brain tissue when its T1 is above ``T1_TISSUE`` and its T2 within
-``T2_TISSUE`` of the brain core's medians: CSF is dark on T1 and bright on T2, skull dark on both, marrow and
-scalp fat bright on T1 but separated from the brain by the skull (cut by an opening)."""
+"""Near the atlas brain's edge a voxel is brain tissue when its T1 and its T1c are above ``T1_TISSUE`` and
+``T1C_TISSUE`` and its T2 within ``T2_TISSUE`` of the brain core's medians: CSF is dark on T1 and bright on T2, skull
+dark on all three, marrow and scalp fat bright on T1 but separated from the brain by the skull (cut by an
+opening)."""
 CSF_BELOW = 0.55
 """Inside the mask a voxel is CSF when its T1 and its FLAIR are below ``CSF_BELOW`` times the core's medians
 (fluid is suppressed on FLAIR; oedema and tumour are not)."""
-CSF_KEPT_MM = 3
+CSF_KEPT_MM = 1
 OUTER_MM = 8
 """BraTS masks keep the CSF within about ``CSF_KEPT_MM`` of the brain tissue (sulci, the cisterns' edge); CSF
 farther from it within the mask's outer ``OUTER_MM`` is the subarachnoid space of an atlas brain larger than the
 patient's and is removed. Deeper CSF (ventricles) always stays."""
 
 
-def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray, t2f: np.ndarray,
-                      inside: np.ndarray) -> np.ndarray:
+def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t1c: np.ndarray, t2w: np.ndarray,
+                      t2f: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """The brain mask on the atlas grid: the atlas brain eroded by ``SURE_BRAIN_MM`` (sure brain) plus the brain
     tissue within ``SEARCH_MM`` of the atlas brain connected to it, less the CSF of its outer ``OUTER_MM`` farther
     than ``CSF_KEPT_MM`` from tissue (where the patient's brain is smaller than the atlas's), holes filled, where
@@ -320,8 +322,9 @@ def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t2w: np.ndarray,
     if not core.any():
         return atlas_brain & inside
     search = ndimage.binary_dilation(atlas_brain, iterations=SEARCH_MM) & inside
-    t1, t2, flair = (float(np.median(image[core])) for image in (t1n, t2w, t2f))
-    tissue = search & (t1n > T1_TISSUE * t1) & (t2w > T2_TISSUE[0] * t2) & (t2w < T2_TISSUE[1] * t2)
+    t1, contrast, t2, flair = (float(np.median(image[core])) for image in (t1n, t1c, t2w, t2f))
+    tissue = search & (t1n > T1_TISSUE * t1) & (t1c > T1C_TISSUE * contrast)
+    tissue &= (t2w > T2_TISSUE[0] * t2) & (t2w < T2_TISSUE[1] * t2)
     tissue = ndimage.binary_opening(tissue, iterations=2) | core
     labels, _ = ndimage.label(tissue)
     mask = ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core])))
@@ -365,7 +368,7 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
     failures = check.failures()
     if failures:
         raise InputError(f"{case.case_id}: cannot be prepared: {'; '.join(failures)}")
-    mask = refine_brain_mask(atlas_brain, *(sitk.GetArrayViewFromImage(images[m]) for m in ("t1n", "t2w", "t2f")),
+    mask = refine_brain_mask(atlas_brain, *(sitk.GetArrayViewFromImage(images[m]) for m in MODALITIES),
                              inside["t1c"])
     brain = sitk.GetImageFromArray(mask.astype(np.uint8))
     brain.CopyInformation(atlas.head)
