@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import save_tiny_models
+from htcnns.errors import InputError
 from htcnns.evaluation.native_heads import simulate_head
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
 from htcnns.inference.prepare import (
@@ -116,6 +117,27 @@ def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
     broken.write_bytes(b"NRRD0004\nnot really\n")
     with pytest.raises(Exception, match=r"case-9: cannot read t1c.nrrd .*re-export"):
         read_native(broken, "case-9")
+
+
+def _with_values(image: sitk.Image, change) -> sitk.Image:
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    change(array)
+    changed = sitk.GetImageFromArray(array)
+    changed.CopyInformation(image)
+    return changed
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (_with_values(small_image(1), lambda a: a.__setitem__((2, 3, 4), np.nan)), "contains NaN or infinite values"),
+    (_with_values(small_image(1), lambda a: a.fill(0)), "is all zero"),
+    (small_image(1, size=(20, 18, 2)), "has only 2 slices .*not a localiser"),
+])
+def test_a_native_scan_that_cannot_be_registered_is_named_before_registration(
+        tmp_path: Path, image: sitk.Image, message: str) -> None:
+    path = tmp_path / "flair.nrrd"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(InputError, match=rf"case-3: flair.nrrd {message}"):
+        read_native(path, "case-3")
 
 
 @dataclass(frozen=True)

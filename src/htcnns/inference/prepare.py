@@ -36,6 +36,7 @@ from tqdm import tqdm
 from htcnns.errors import InputError
 from htcnns.inference.registration_check import RegistrationCheck, check_registration
 from htcnns.inference.report import CaseResult, Status
+from htcnns.inference.validate import check_values
 from htcnns.labels import MODALITIES
 
 MAPPING_NAME = "modalities.json"
@@ -50,6 +51,8 @@ _MODALITY_NAMES = tuple((modality, re.compile(rf"(^|[^a-z0-9])({token})($|[^a-z0
                         for modality, token in _MODALITY_TOKENS)
 _SUFFIX = re.compile("(" + "|".join(re.escape(s) for s in IMAGE_SUFFIXES) + ")$", re.I)
 REGISTRATION_SEED = 20261202
+MIN_SLICES = 4
+"""Fewer voxels than this along an axis cannot be registered (ITK's smoothing needs four): a localiser, a slab."""
 log = logging.getLogger(__name__)
 
 
@@ -202,13 +205,19 @@ def _read_series(path: Path, case_id: str) -> sitk.Image:
 
 
 def _one_volume(image: sitk.Image, path: Path, case_id: str) -> sitk.Image:
-    """``image`` as one float32 3-D volume (a trailing singleton fourth axis dropped), else an InputError."""
+    """``image`` as one float32 3-D volume (a trailing singleton fourth axis dropped), else an InputError: not 3-D,
+    fewer than ``MIN_SLICES`` along an axis, NaN or infinite values, one value everywhere."""
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{case_id}: {path.name} is not one 3-D grey-value volume "
                          f"(size {image.GetSize()}, {image.GetNumberOfComponentsPerPixel()} components)")
-    return sitk.Cast(image, sitk.sitkFloat32)
+    if min(image.GetSize()) < MIN_SLICES:
+        raise InputError(f"{case_id}: {path.name} has only {min(image.GetSize())} slices (size {image.GetSize()}); "
+                         f"at least {MIN_SLICES} are needed to register it: give the whole series, not a localiser")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    check_values(case_id, path.name, sitk.GetArrayViewFromImage(image))
+    return image
 
 
 def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, shrink: tuple[int, ...],

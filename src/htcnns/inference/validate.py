@@ -108,10 +108,11 @@ def _check_volume(case_id: str, volume: Volume, reference: Volume) -> None:
             f"(largest difference {np.abs(volume.affine - reference.affine).max():.4g}); all four modalities "
             "must share one grid. Co-register them to t1c (e.g. BraTS preprocessing)."
         )
-    _check_values(case_id, name, data)
+    check_values(case_id, name, data)
 
 
-def _check_values(case_id: str, name: str, data: np.ndarray) -> None:
+def check_values(case_id: str, name: str, data: np.ndarray) -> None:
+    """An InputError when ``data`` holds NaN or infinite values, or one value everywhere."""
     low, high = float(data.min()), float(data.max())  # NaN propagates through min and max: two passes in all
     if not (np.isfinite(low) and np.isfinite(high)):
         raise InputError(f"{case_id}: {name} contains NaN or infinite values; fix or re-export the image.")
