@@ -22,7 +22,8 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from htcnns.evaluation.native_heads import HeadSimulation, simulate_head
-from htcnns.inference.prepare import Atlas, NativeCase, labels_to_native, load_atlas, to_brats_space
+from htcnns.inference.native_cases import NativeCase
+from htcnns.inference.prepare import Atlas, labels_to_native, load_atlas, to_brats_space
 from htcnns.labels import dice
 
 

@@ -23,7 +23,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
-from htcnns.inference.prepare import BratsSpaceCase, NativeCase, labels_to_native, load_atlas, to_brats_space
+from htcnns.inference.native_cases import NativeCase
+from htcnns.inference.prepare import BratsSpaceCase, labels_to_native, load_atlas, to_brats_space
 from htcnns.labels import dice
 from htcnns.training.real import label_files
 

@@ -21,18 +21,21 @@ from conftest import save_tiny_models
 from htcnns.errors import InputError
 from htcnns.evaluation.native_heads import simulate_head
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
+from htcnns.inference.native_cases import (
+    NativeCase,
+    find_native_cases,
+    modality_of,
+    native_case,
+    read_native,
+    series_description,
+)
 from htcnns.inference.prepare import (
     NATIVE_T1C_NAME,
     PREPARATION_NAME,
-    NativeCase,
-    find_native_cases,
     head_top,
     labels_to_native,
     load_atlas,
-    modality_of,
-    native_case,
     native_labels,
-    read_native,
     to_brats_space,
 )
 from htcnns.inference.registration_check import RegistrationCheck, check_registration
@@ -62,7 +65,13 @@ def test_head_top_ignores_how_much_neck_the_scan_holds() -> None:
 @pytest.mark.parametrize(("name", "modality"), [
     ("T1_post_gd.nii.gz", "t1c"), ("t1ce.nrrd", "t1c"), ("sub-01_T1c.mha", "t1c"), ("AX FLAIR.nii", "t2f"),
     ("t2f.nii.gz", "t2f"), ("T2.mha", "t2w"), ("t2w_tse", "t2w"), ("t1.nii", "t1n"), ("case-t1n.nii.gz", "t1n"),
-    ("series_7", None), ("notes.txt", None),
+    ("series_7", None), ("notes.txt", None), ("BraTS2021_00006_t1ce.nii.gz", "t1c"),
+    ("BraTS20_Training_001_t1.nii.gz", "t1n"), ("BraTS-GLI-00000-000-t2w.nii.gz", "t2w"),
+    # series descriptions as scanners write them
+    ("AX T1 +C", "t1c"), ("T1 MPRAGE +C", "t1c"), ("t1_mprage_tra_KM", "t1c"), ("post_T1", "t1c"), ("T1 C+", "t1c"),
+    ("AX T1 FLAIR POST", "t1c"), ("SAG T1 pre", "t1n"), ("T1_pre_contrast", "t1n"), ("T1W_SE", "t1n"),
+    ("AX T1 FLAIR", "t1n"), ("t2_tse_tra", "t2w"), ("T2 FLAIR", "t2f"), ("t2_tirm_tra_dark-fluid", "t2f"),
+    ("T2*", None), ("AX T2 STAR", None), ("SWI", None), ("DWI", None), ("ADC", None), ("localizer", None),
 ])
 def test_modality_names(name: str, modality: str | None) -> None:
     assert modality_of(name) == modality
@@ -74,7 +83,7 @@ def small_image(seed: int, size: tuple[int, int, int] = (20, 18, 6), spacing: tu
     return image
 
 
-def write_dicom_series(image: sitk.Image, folder: Path) -> None:
+def write_dicom_series(image: sitk.Image, folder: Path, description: str = "") -> None:
     """One file per slice, as a scanner writes them (SimpleITK's DICOM writer; GDCM may leave the "C" locale)."""
     saved = locale.setlocale(locale.LC_ALL)
     folder.mkdir(parents=True)
@@ -87,6 +96,7 @@ def write_dicom_series(image: sitk.Image, folder: Path) -> None:
         piece.SetMetaData("0020|0013", str(z))
         piece.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
         piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
+        piece.SetMetaData("0008|103e", description)
         writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
         writer.Execute(piece)
     locale.setlocale(locale.LC_ALL, saved)
@@ -110,6 +120,20 @@ def test_a_case_from_files_a_mapping_and_a_dicom_series(tmp_path: Path) -> None:
     assert series.GetSize() == (20, 18, 6)
     assert series.GetSpacing() == pytest.approx((1.2, 1.2, 5.0), abs=1e-3)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(series), sitk.GetArrayFromImage(small_image(3)))
+
+
+def test_dicom_series_folders_are_recognised_by_their_series_description(tmp_path: Path) -> None:
+    case = tmp_path / "patient-2"
+    for number, description in [(3, "AX T1 pre"), (5, "AX T1 +C"), (7, "AX T2 TSE"), (9, "AX FLAIR"), (11, "DWI")]:
+        write_dicom_series(small_image(number), case / f"series_{number}", description)
+    assert series_description(case / "series_5") == "AX T1 +C"
+    found = native_case(case)
+    assert not found.problem
+    assert {m: p.name for m, p in found.sources.items()} == {
+        "t1n": "series_3", "t1c": "series_5", "t2w": "series_7", "t2f": "series_9"}
+    shutil.rmtree(case / "series_5")
+    assert native_case(case).problem == ("no t1c; not recognised: series_11 ('DWI'): name each file or series "
+                                         "folder by its modality or list them in modalities.json")
 
 
 def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:

@@ -7,23 +7,18 @@ resampled onto the SRI24 / BraTS grid (240 x 240 x 155, 1 mm; linear); the regis
 (``refine_brain_mask``). The inverse of the T1c -> atlas transform brings a label
 map back onto the native T1c grid (nearest neighbour).
 
-Inputs (``find_native_cases``): per case one file per modality (NIfTI, NRRD, MHA/MHD) or one DICOM series
-folder, any grid and orientation, named by modality (``t1c``/``t1ce``/``t1gd``, ``t1n``/``t1``, ``t2w``/``t2``,
-``t2f``/``flair``) or listed in a ``modalities.json`` beside them (``{"t1c": "series_7", ...}``).
+Inputs: ``htcnns.inference.native_cases`` (which file or DICOM series of a case folder is which modality).
 """
 
 from __future__ import annotations
 
 import json
-import locale
 import logging
 import os
-import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -34,35 +29,13 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from htcnns.errors import InputError
+from htcnns.inference.native_cases import NativeCase, find_native_cases, read_native
 from htcnns.inference.registration_check import RegistrationCheck, check_registration
 from htcnns.inference.report import CaseResult, Status
-from htcnns.inference.validate import check_values
 from htcnns.labels import MODALITIES
 
-MAPPING_NAME = "modalities.json"
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-_MODALITY_TOKENS = (  # first match wins, so t1c before t1n and flair before t2
-    ("t1c", r"t1[-_ ]?(c|ce|gd|post|contrast)|t1c"),
-    ("t2f", r"flair|t2f"),
-    ("t2w", r"t2w?"),
-    ("t1n", r"t1n?"),
-)
-_MODALITY_NAMES = tuple((modality, re.compile(rf"(^|[^a-z0-9])({token})($|[^a-z0-9])", re.I))
-                        for modality, token in _MODALITY_TOKENS)
-_SUFFIX = re.compile("(" + "|".join(re.escape(s) for s in IMAGE_SUFFIXES) + ")$", re.I)
 REGISTRATION_SEED = 20261202
-MIN_SLICES = 4
-"""Fewer voxels than this along an axis cannot be registered (ITK's smoothing needs four): a localiser, a slab."""
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NativeCase:
-    """One case of native scans: modality -> file or DICOM folder; ``problem`` says why it cannot run, or ""."""
-
-    case_id: str
-    sources: Mapping[str, Path] = field(default_factory=dict)
-    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,108 +89,6 @@ def load_atlas() -> Atlas:
     """The SRI24 atlas shipped with the package."""
     return Atlas(sitk.ReadImage(str(atlas_file("sri24_t1_head.nii.gz")), sitk.sitkFloat32),
                  sitk.ReadImage(str(atlas_file("sri24_brain_mask.nii.gz")), sitk.sitkUInt8))
-
-
-def modality_of(name: str) -> str | None:
-    """The modality a file or folder name stands for (``MODALITIES`` spelling), or None."""
-    stem = _SUFFIX.sub("", name)
-    return next((modality for modality, pattern in _MODALITY_NAMES if pattern.search(stem)), None)
-
-
-def _is_source(path: Path) -> bool:
-    if path.is_dir():
-        return any(p.is_file() for p in path.iterdir())
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def native_case(folder: Path) -> NativeCase:
-    """The modality sources of one case folder, from ``modalities.json`` when present, else from the names."""
-    mapping_file = folder / MAPPING_NAME
-    if mapping_file.is_file():
-        try:
-            mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
-            sources = {m: folder / mapping[m] for m in MODALITIES}
-        except (ValueError, KeyError, TypeError) as error:
-            return NativeCase(folder.name, problem=f"{MAPPING_NAME} must map each of {', '.join(MODALITIES)} "
-                              f"to a file or folder of the case ({error})")
-        missing = [str(p.name) for p in sources.values() if not p.exists()]
-        if missing:
-            return NativeCase(folder.name, problem=f"{MAPPING_NAME} names {', '.join(missing)}, not found")
-        return NativeCase(folder.name, sources)
-    found: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        modality = modality_of(path.name)
-        if modality and _is_source(path):
-            found.setdefault(modality, []).append(path)
-    missing = [m for m in MODALITIES if m not in found]
-    twice = [m for m, paths in found.items() if len(paths) > 1]
-    if missing or twice:
-        parts = [f"no {', '.join(missing)}"] if missing else []
-        parts += [f"{m} twice ({', '.join(p.name for p in found[m])})" for m in twice]
-        return NativeCase(folder.name, problem=f"{'; '.join(parts)}: name each file or series folder by its "
-                          f"modality or list them in {MAPPING_NAME}")
-    return NativeCase(folder.name, {m: found[m][0] for m in MODALITIES})
-
-
-def find_native_cases(root: Path) -> list[NativeCase]:
-    """Every case folder under ``root`` (its sub-folders, or ``root`` itself when it holds the images)."""
-    itself = native_case(root)
-    if itself.sources:
-        return [itself]
-    return [native_case(folder) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
-
-
-def read_native(path: Path, case_id: str) -> sitk.Image:
-    """One modality as a float32 3-D image: a file SimpleITK reads, or the one DICOM series of a folder.
-
-    Raises:
-        InputError: unreadable, several DICOM series in one folder, or not 3-D.
-    """
-    with _read_errors(path, case_id):
-        image = _read_series(path, case_id) if path.is_dir() else sitk.ReadImage(str(path))
-    return _one_volume(image, path, case_id)
-
-
-@contextmanager
-def _read_errors(path: Path, case_id: str) -> Iterator[None]:
-    """ITK's errors while reading ``path`` as one clear InputError."""
-    try:
-        yield
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1][:200]
-        raise InputError(f"{case_id}: cannot read {path.name} ({reason}); re-export it as NIfTI or DICOM") from None
-
-
-def _read_series(path: Path, case_id: str) -> sitk.Image:
-    """The one DICOM series of a folder. GDCM switches the C locale to "C" while it reads, which would make
-    Python's default text encoding ASCII for the rest of the run, so the locale is put back."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-        if len(series) != 1:
-            raise InputError(f"{case_id}: {path.name} holds {len(series)} DICOM series, not one; put each series "
-                             f"in its own folder or list them in {MAPPING_NAME}")
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
-        return reader.Execute()
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
-
-
-def _one_volume(image: sitk.Image, path: Path, case_id: str) -> sitk.Image:
-    """``image`` as one float32 3-D volume (a trailing singleton fourth axis dropped), else an InputError: not 3-D,
-    fewer than ``MIN_SLICES`` along an axis, NaN or infinite values, one value everywhere."""
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
-        image = image[:, :, :, 0]
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{case_id}: {path.name} is not one 3-D grey-value volume "
-                         f"(size {image.GetSize()}, {image.GetNumberOfComponentsPerPixel()} components)")
-    if min(image.GetSize()) < MIN_SLICES:
-        raise InputError(f"{case_id}: {path.name} has only {min(image.GetSize())} slices (size {image.GetSize()}); "
-                         f"at least {MIN_SLICES} are needed to register it: give the whole series, not a localiser")
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    check_values(case_id, path.name, sitk.GetArrayViewFromImage(image))
-    return image
 
 
 def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, shrink: tuple[int, ...],

@@ -1,0 +1,210 @@
+"""Native cases: which file or DICOM series of a case folder is which modality, and reading them as 3-D volumes.
+
+A case folder holds one file (NIfTI, NRRD, MHA/MHD) or one DICOM series folder per modality, recognised by its
+name or, for a DICOM folder whose name says nothing (``series_7``), by its series description; or a
+``modalities.json`` beside them maps each modality to one (``{"t1c": "series_7", ...}``). Names are read as
+scanners and PACS exports write them: ``T1_post_gd``, ``AX T1 +C``, ``t1_mprage_KM`` -> T1c; ``T1``, ``SAG T1 pre``
+-> T1; ``T2``, ``t2_tse_tra`` -> T2 (not ``T2*`` / SWI); ``FLAIR``, ``t2_tirm_dark-fluid`` -> FLAIR (not
+``T1 FLAIR``, a T1).
+"""
+
+from __future__ import annotations
+
+import json
+import locale
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from htcnns.errors import InputError
+from htcnns.inference.validate import check_values
+from htcnns.labels import MODALITIES
+
+MAPPING_NAME = "modalities.json"
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+MIN_SLICES = 4
+"""Fewer voxels than this along an axis cannot be registered (ITK's smoothing needs four): a localiser, a slab."""
+_SUFFIX = re.compile("(" + "|".join(re.escape(s) for s in IMAGE_SUFFIXES) + ")$", re.I)
+_WORDS = re.compile(r"[a-z0-9]+|[+*]")
+_T1 = re.compile(r"t1[wn]?|mp2?rage|f?spgr|bravo|vibe")
+_T1_CONTRAST = re.compile(r"t1w?(c|ce|gd|post|km)")
+_CONTRAST = {"+", "c", "ce", "gd", "gad", "gado", "post", "postgd", "postcontrast", "contrast", "km", "enhanced"}
+_NO_CONTRAST = {"pre", "precontrast", "nativ", "native", "noncontrast"}
+_FLAIR = re.compile(r".*flair.*|t2f|tirm")
+_T2 = re.compile(r"t2w?")
+_NOT_T2 = {"*", "star", "t2star", "swi", "gre", "flash", "map"}
+_DESCRIPTION_TAGS = ("0008|103e", "0018|1030")  # series description, protocol name
+
+
+@dataclass(frozen=True)
+class NativeCase:
+    """One case of native scans: modality -> file or DICOM folder; ``problem`` says why it cannot run, or ""."""
+
+    case_id: str
+    sources: Mapping[str, Path] = field(default_factory=dict)
+    problem: str = ""
+
+
+def modality_of(name: str) -> str | None:
+    """The modality a file, folder or series name stands for (``MODALITIES`` spelling), or None."""
+    words = _WORDS.findall(_SUFFIX.sub("", name).lower())
+    if any(_T1_CONTRAST.fullmatch(w) for w in words):
+        return "t1c"
+    if any(_T1.fullmatch(w) for w in words):
+        return "t1c" if _CONTRAST.intersection(words) and not _NO_CONTRAST.intersection(words) else "t1n"
+    if any(_FLAIR.fullmatch(w) for w in words) or {"dark", "fluid"} <= set(words):
+        return "t2f"
+    if any(_T2.fullmatch(w) for w in words) and not _NOT_T2.intersection(words):
+        return "t2w"
+    return None
+
+
+def _is_source(path: Path) -> bool:
+    if path.is_dir():
+        return any(p.is_file() for p in path.iterdir())
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def series_description(folder: Path) -> str:
+    """The series description (else the protocol name) of the first DICOM file in ``folder``, or ""."""
+    first = next((p for p in sorted(folder.iterdir()) if p.is_file() and _is_dicom(p)), None)
+    if first is None:
+        return ""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(first))
+    with _c_locale_undone():
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return ""
+    return next((reader.GetMetaData(t).strip() for t in _DESCRIPTION_TAGS
+                 if reader.HasMetaDataKey(t) and reader.GetMetaData(t).strip()), "")
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _modality_of_source(path: Path) -> tuple[str | None, str]:
+    """The modality of a file or series folder, and the name it was read from (a DICOM folder's name, else its
+    series description)."""
+    found = modality_of(path.name)
+    if found or not path.is_dir():
+        return found, path.name
+    description = series_description(path)
+    return modality_of(description), f"{path.name} ({description!r})" if description else path.name
+
+
+def native_case(folder: Path) -> NativeCase:
+    """The modality sources of one case folder, from ``modalities.json`` when present, else from the names."""
+    mapping_file = folder / MAPPING_NAME
+    if mapping_file.is_file():
+        return _mapped_case(folder, mapping_file)
+    found: dict[str, list[Path]] = {}
+    unknown: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if not _is_source(path):
+            continue
+        modality, name = _modality_of_source(path)
+        if modality:
+            found.setdefault(modality, []).append(path)
+        else:
+            unknown.append(name)
+    missing = [m for m in MODALITIES if m not in found]
+    twice = [m for m, paths in found.items() if len(paths) > 1]
+    if missing or twice:
+        parts = [f"no {', '.join(missing)}"] if missing else []
+        parts += [f"{m} twice ({', '.join(p.name for p in found[m])})" for m in twice]
+        parts += [f"not recognised: {', '.join(unknown)}"] if unknown and missing else []
+        return NativeCase(folder.name, problem=f"{'; '.join(parts)}: name each file or series folder by its "
+                          f"modality or list them in {MAPPING_NAME}")
+    return NativeCase(folder.name, {m: found[m][0] for m in MODALITIES})
+
+
+def _mapped_case(folder: Path, mapping_file: Path) -> NativeCase:
+    try:
+        mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
+        sources = {m: folder / mapping[m] for m in MODALITIES}
+    except (ValueError, KeyError, TypeError) as error:
+        return NativeCase(folder.name, problem=f"{MAPPING_NAME} must map each of {', '.join(MODALITIES)} "
+                          f"to a file or folder of the case ({error})")
+    missing = [str(p.name) for p in sources.values() if not p.exists()]
+    if missing:
+        return NativeCase(folder.name, problem=f"{MAPPING_NAME} names {', '.join(missing)}, not found")
+    return NativeCase(folder.name, sources)
+
+
+def find_native_cases(root: Path) -> list[NativeCase]:
+    """Every case folder under ``root`` (its sub-folders, or ``root`` itself when it holds the images)."""
+    itself = native_case(root)
+    if itself.sources:
+        return [itself]
+    return [native_case(folder) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
+
+
+def read_native(path: Path, case_id: str) -> sitk.Image:
+    """One modality as a float32 3-D image: a file SimpleITK reads, or the one DICOM series of a folder.
+
+    Raises:
+        InputError: unreadable, several DICOM series in one folder, or not 3-D.
+    """
+    with _read_errors(path, case_id):
+        image = _read_series(path, case_id) if path.is_dir() else sitk.ReadImage(str(path))
+    return _one_volume(image, path, case_id)
+
+
+@contextmanager
+def _read_errors(path: Path, case_id: str) -> Iterator[None]:
+    """ITK's errors while reading ``path`` as one clear InputError."""
+    try:
+        yield
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1][:200]
+        raise InputError(f"{case_id}: cannot read {path.name} ({reason}); re-export it as NIfTI or DICOM") from None
+
+
+def _read_series(path: Path, case_id: str) -> sitk.Image:
+    """The one DICOM series of a folder."""
+    with _c_locale_undone():
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+        if len(series) != 1:
+            raise InputError(f"{case_id}: {path.name} holds {len(series)} DICOM series, not one; put each series "
+                             f"in its own folder or list them in {MAPPING_NAME}")
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+        return reader.Execute()
+
+
+@contextmanager
+def _c_locale_undone() -> Iterator[None]:
+    """GDCM switches the C locale to "C" while it reads, which would make Python's default text encoding ASCII
+    for the rest of the run, so the locale is put back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _one_volume(image: sitk.Image, path: Path, case_id: str) -> sitk.Image:
+    """``image`` as one float32 3-D volume (a trailing singleton fourth axis dropped), else an InputError: not 3-D,
+    fewer than ``MIN_SLICES`` along an axis, NaN or infinite values, one value everywhere."""
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{case_id}: {path.name} is not one 3-D grey-value volume "
+                         f"(size {image.GetSize()}, {image.GetNumberOfComponentsPerPixel()} components)")
+    if min(image.GetSize()) < MIN_SLICES:
+        raise InputError(f"{case_id}: {path.name} has only {min(image.GetSize())} slices (size {image.GetSize()}); "
+                         f"at least {MIN_SLICES} are needed to register it: give the whole series, not a localiser")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    check_values(case_id, path.name, sitk.GetArrayViewFromImage(image))
+    return image
