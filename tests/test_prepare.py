@@ -83,21 +83,23 @@ def small_image(seed: int, size: tuple[int, int, int] = (20, 18, 6), spacing: tu
     return image
 
 
-def write_dicom_series(image: sitk.Image, folder: Path, description: str = "") -> None:
-    """One file per slice, as a scanner writes them (SimpleITK's DICOM writer; GDCM may leave the "C" locale)."""
+def write_dicom_series(image: sitk.Image, folder: Path, description: str = "", number: int = 1) -> None:
+    """One file per slice, as a scanner writes them (SimpleITK's DICOM writer; GDCM may leave the "C" locale);
+    ``number`` sets the series UID, so several series can share a folder."""
     saved = locale.setlocale(locale.LC_ALL)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # file names without .dcm, as scanners write them
     for z in range(image.GetDepth()):
         piece = image[:, :, z]
-        piece.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1")  # one series UID for all slices
+        piece.SetMetaData("0020|000e", f"1.2.826.0.1.3680043.2.1125.1.{number}")  # one series UID for all slices
         piece.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
         piece.SetMetaData("0020|0013", str(z))
         piece.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
         piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
         piece.SetMetaData("0008|103e", description)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.SetFileName(str(folder / f"IM{number:02d}{z:03d}"))
         writer.Execute(piece)
     locale.setlocale(locale.LC_ALL, saved)
 
@@ -134,6 +136,20 @@ def test_dicom_series_folders_are_recognised_by_their_series_description(tmp_pat
     shutil.rmtree(case / "series_5")
     assert native_case(case).problem == ("no t1c; not recognised: series_11 ('DWI'): name each file or series "
                                          "folder by its modality or list them in modalities.json")
+
+
+def test_a_pacs_export_with_several_series_in_one_nested_folder(tmp_path: Path) -> None:
+    export = tmp_path / "patient-3" / "DICOM" / "ST000001"
+    for number, description in [(3, "t1_se_tra"), (5, "t1_se_tra_KM"), (7, "t2_tse_tra"), (9, "t2_tirm_tra_dark-fluid"),
+                                (11, "localizer")]:
+        write_dicom_series(small_image(number), export, description, number)
+    found = find_native_cases(tmp_path)
+    assert [c.case_id for c in found] == ["patient-3"] and not found[0].problem
+    assert {m: p.name for m, p in found[0].sources.items()} == dict.fromkeys(MODALITIES, "ST000001")
+    t1c = read_native(found[0].sources["t1c"], "patient-3", found[0].series["t1c"])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(t1c), sitk.GetArrayFromImage(small_image(5)))
+    with pytest.raises(InputError, match="ST000001 holds 5 DICOM series, not one"):
+        read_native(export, "patient-3")
 
 
 def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import locale
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +42,23 @@ _DESCRIPTION_TAGS = ("0008|103e", "0018|1030")  # series description, protocol n
 
 @dataclass(frozen=True)
 class NativeCase:
-    """One case of native scans: modality -> file or DICOM folder; ``problem`` says why it cannot run, or ""."""
+    """One case of native scans: modality -> file or DICOM folder; ``series``: modality -> DICOM series UID where
+    that folder holds several series; ``problem`` says why the case cannot run, or ""."""
 
     case_id: str
     sources: Mapping[str, Path] = field(default_factory=dict)
     problem: str = ""
+    series: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A file or a DICOM series that may be a modality: ``series`` its UID in a folder of several ("" when the
+    file or folder is one volume); ``name`` what its modality was read from, for messages."""
+
+    path: Path
+    series: str
+    name: str
 
 
 def modality_of(name: str) -> str | None:
@@ -63,19 +75,14 @@ def modality_of(name: str) -> str | None:
     return None
 
 
-def _is_source(path: Path) -> bool:
-    if path.is_dir():
-        return any(p.is_file() for p in path.iterdir())
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def series_description(folder: Path) -> str:
-    """The series description (else the protocol name) of the first DICOM file in ``folder``, or ""."""
-    first = next((p for p in sorted(folder.iterdir()) if p.is_file() and _is_dicom(p)), None)
+def series_description(folder: Path, files: Sequence[str] = ()) -> str:
+    """The series description (else the protocol name) of ``files[0]``, or of the first DICOM file in ``folder``;
+    "" when there is none."""
+    first = files[0] if files else next((str(p) for p in sorted(folder.iterdir()) if _is_dicom(p)), None)
     if first is None:
         return ""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(first))
+    reader.SetFileName(first)
     with _c_locale_undone():
         try:
             reader.ReadImageInformation()
@@ -89,44 +96,65 @@ def _is_dicom(path: Path) -> bool:
     try:
         with path.open("rb") as file:
             return file.read(132)[128:] == b"DICM"
-    except OSError:
+    except OSError:  # a folder, or not readable
         return False
 
 
-def _modality_of_source(path: Path) -> tuple[str | None, str]:
-    """The modality of a file or series folder, and the name it was read from (a DICOM folder's name, else its
-    series description)."""
-    found = modality_of(path.name)
-    if found or not path.is_dir():
-        return found, path.name
-    description = series_description(path)
-    return modality_of(description), f"{path.name} ({description!r})" if description else path.name
+def _sources(folder: Path, nested: bool) -> Iterator[tuple[str | None, _Source]]:
+    """The image files of a case folder and the DICOM series in its sub-folders (at any depth, as PACS exports
+    nest them, when ``nested``), each with the modality its name, or else its series description, stands for."""
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
+            yield modality_of(path.name), _Source(path, "", path.name)
+        elif path.is_dir() and modality_of(path.name):
+            if any(p.is_file() for p in path.iterdir()):
+                yield modality_of(path.name), _Source(path, "", path.name)
+        elif path.is_dir():
+            below = path.rglob("*") if nested else path.iterdir()
+            for holder in sorted({p.parent for p in below if _is_dicom(p)}):
+                yield from _series_of(holder, folder)
 
 
-def native_case(folder: Path) -> NativeCase:
-    """The modality sources of one case folder, from ``modalities.json`` when present, else from the names."""
+def _series_of(holder: Path, case_folder: Path) -> Iterator[tuple[str | None, _Source]]:
+    """The DICOM series in one folder: the folder itself when its name says the modality, else each series by
+    its description."""
+    name = holder.relative_to(case_folder).as_posix()
+    if modality_of(holder.name):
+        yield modality_of(holder.name), _Source(holder, "", name)
+        return
+    with _c_locale_undone():
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(holder))
+        files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(holder), uid) for uid in uids}
+    for uid in uids:
+        description = series_description(holder, files[uid])
+        label = f"{name} ({description!r})" if description else name
+        yield modality_of(description), _Source(holder, uid if len(uids) > 1 else "", label)
+
+
+def native_case(folder: Path, nested: bool = True) -> NativeCase:
+    """The modality sources of one case folder, from ``modalities.json`` when present, else from the names and
+    series descriptions (of DICOM series at any depth when ``nested``, else in its sub-folders only)."""
     mapping_file = folder / MAPPING_NAME
     if mapping_file.is_file():
         return _mapped_case(folder, mapping_file)
-    found: dict[str, list[Path]] = {}
+    found: dict[str, list[_Source]] = {}
     unknown: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if not _is_source(path):
-            continue
-        modality, name = _modality_of_source(path)
+    for modality, source in _sources(folder, nested):
         if modality:
-            found.setdefault(modality, []).append(path)
+            found.setdefault(modality, []).append(source)
         else:
-            unknown.append(name)
+            unknown.append(source.name)
     missing = [m for m in MODALITIES if m not in found]
-    twice = [m for m, paths in found.items() if len(paths) > 1]
+    twice = [m for m, sources in found.items() if len(sources) > 1]
     if missing or twice:
         parts = [f"no {', '.join(missing)}"] if missing else []
-        parts += [f"{m} twice ({', '.join(p.name for p in found[m])})" for m in twice]
+        parts += [f"{m} twice ({', '.join(s.name for s in found[m])})" for m in twice]
         parts += [f"not recognised: {', '.join(unknown)}"] if unknown and missing else []
         return NativeCase(folder.name, problem=f"{'; '.join(parts)}: name each file or series folder by its "
                           f"modality or list them in {MAPPING_NAME}")
-    return NativeCase(folder.name, {m: found[m][0] for m in MODALITIES})
+    chosen = {m: found[m][0] for m in MODALITIES}
+    return NativeCase(folder.name, {m: s.path for m, s in chosen.items()},
+                      series={m: s.series for m, s in chosen.items() if s.series})
 
 
 def _mapped_case(folder: Path, mapping_file: Path) -> NativeCase:
@@ -143,21 +171,23 @@ def _mapped_case(folder: Path, mapping_file: Path) -> NativeCase:
 
 
 def find_native_cases(root: Path) -> list[NativeCase]:
-    """Every case folder under ``root`` (its sub-folders, or ``root`` itself when it holds the images)."""
-    itself = native_case(root)
+    """Every case folder under ``root``: ``root`` itself when it holds the images or their series folders, else
+    its sub-folders."""
+    itself = native_case(root, nested=False)
     if itself.sources:
         return [itself]
     return [native_case(folder) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
 
 
-def read_native(path: Path, case_id: str) -> sitk.Image:
-    """One modality as a float32 3-D image: a file SimpleITK reads, or the one DICOM series of a folder.
+def read_native(path: Path, case_id: str, series: str = "") -> sitk.Image:
+    """One modality as a float32 3-D image: a file SimpleITK reads, or a DICOM series of a folder (``series``
+    its UID; "" for the folder's only series).
 
     Raises:
-        InputError: unreadable, several DICOM series in one folder, or not 3-D.
+        InputError: unreadable, several DICOM series in one folder and none chosen, or not one usable 3-D volume.
     """
     with _read_errors(path, case_id):
-        image = _read_series(path, case_id) if path.is_dir() else sitk.ReadImage(str(path))
+        image = _read_series(path, case_id, series) if path.is_dir() else sitk.ReadImage(str(path))
     return _one_volume(image, path, case_id)
 
 
@@ -171,15 +201,16 @@ def _read_errors(path: Path, case_id: str) -> Iterator[None]:
         raise InputError(f"{case_id}: cannot read {path.name} ({reason}); re-export it as NIfTI or DICOM") from None
 
 
-def _read_series(path: Path, case_id: str) -> sitk.Image:
-    """The one DICOM series of a folder."""
+def _read_series(path: Path, case_id: str, series: str) -> sitk.Image:
     with _c_locale_undone():
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-        if len(series) != 1:
-            raise InputError(f"{case_id}: {path.name} holds {len(series)} DICOM series, not one; put each series "
-                             f"in its own folder or list them in {MAPPING_NAME}")
+        if not series:
+            found = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+            if len(found) != 1:
+                raise InputError(f"{case_id}: {path.name} holds {len(found)} DICOM series, not one; put each "
+                                 f"series in its own folder or list them in {MAPPING_NAME}")
+            series = found[0]
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series))
         return reader.Execute()
 
 

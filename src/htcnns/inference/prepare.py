@@ -225,7 +225,7 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
     atlas = atlas or load_atlas()
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    native = {m: read_native(case.sources[m], case.case_id) for m in MODALITIES}
+    native = {m: read_native(case.sources[m], case.case_id, case.series.get(m, "")) for m in MODALITIES}
     seconds["read"], tick = time.perf_counter() - tick, time.perf_counter()
     try:
         to_modality = {m: coregister(native["t1c"], native[m]) for m in MODALITIES if m != "t1c"}
