@@ -23,11 +23,11 @@ from htcnns.evaluation.native_heads import simulate_head
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
 from htcnns.inference.native_cases import (
     NativeCase,
+    dicom_series,
     find_native_cases,
     modality_of,
     native_case,
     read_native,
-    series_description,
 )
 from htcnns.inference.prepare import (
     NATIVE_T1C_NAME,
@@ -96,6 +96,7 @@ def write_dicom_series(image: sitk.Image, folder: Path, description: str = "", n
         piece.SetMetaData("0020|000e", f"1.2.826.0.1.3680043.2.1125.1.{number}")  # one series UID for all slices
         piece.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
         piece.SetMetaData("0020|0013", str(z))
+        piece.SetMetaData("0020|0011", str(number))
         piece.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
         piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
         piece.SetMetaData("0008|103e", description)
@@ -128,7 +129,7 @@ def test_dicom_series_folders_are_recognised_by_their_series_description(tmp_pat
     case = tmp_path / "patient-2"
     for number, description in [(3, "AX T1 pre"), (5, "AX T1 +C"), (7, "AX T2 TSE"), (9, "AX FLAIR"), (11, "DWI")]:
         write_dicom_series(small_image(number), case / f"series_{number}", description)
-    assert series_description(case / "series_5") == "AX T1 +C"
+    assert [(s.description, s.number) for s in dicom_series(case / "series_5", case)] == [("AX T1 +C", "1")]
     found = native_case(case)
     assert not found.problem
     assert {m: p.name for m, p in found.sources.items()} == {
@@ -150,6 +151,17 @@ def test_a_pacs_export_with_several_series_in_one_nested_folder(tmp_path: Path) 
     np.testing.assert_array_equal(sitk.GetArrayFromImage(t1c), sitk.GetArrayFromImage(small_image(5)))
     with pytest.raises(InputError, match="ST000001 holds 5 DICOM series, not one"):
         read_native(export, "patient-3")
+    # series a mapping names by description or number (0020,0011), where the descriptions are not understood
+    mapping = {"t1n": "t1_se_tra", "t1c": "localizer", "t2w": "T2_TSE_TRA", "t2f": "9"}
+    (tmp_path / "patient-3" / "modalities.json").write_text(json.dumps(mapping))
+    mapped = native_case(tmp_path / "patient-3")
+    assert not mapped.problem and mapped.series["t1c"].endswith(".1125.1.11")
+    assert mapped.series["t2f"] == found[0].series["t2f"]
+    shutil.copytree(export, tmp_path / "patient-4")  # all series straight in the case folder
+    assert {c.case_id: set(c.series) for c in find_native_cases(tmp_path)}["patient-4"] == set(MODALITIES)
+    (tmp_path / "patient-3" / "modalities.json").write_text(json.dumps({**mapping, "t1c": "t1 +c"}))
+    assert "names t1 +c, not found as a file, a folder, or the description" in native_case(
+        tmp_path / "patient-3").problem
 
 
 def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:

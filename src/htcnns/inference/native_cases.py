@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import locale
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,6 @@ _NO_CONTRAST = {"pre", "precontrast", "nativ", "native", "noncontrast"}
 _FLAIR = re.compile(r".*flair.*|t2f|tirm")
 _T2 = re.compile(r"t2w?")
 _NOT_T2 = {"*", "star", "t2star", "swi", "gre", "flash", "map"}
-_DESCRIPTION_TAGS = ("0008|103e", "0018|1030")  # series description, protocol name
 
 
 @dataclass(frozen=True)
@@ -49,16 +48,6 @@ class NativeCase:
     sources: Mapping[str, Path] = field(default_factory=dict)
     problem: str = ""
     series: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Source:
-    """A file or a DICOM series that may be a modality: ``series`` its UID in a folder of several ("" when the
-    file or folder is one volume); ``name`` what its modality was read from, for messages."""
-
-    path: Path
-    series: str
-    name: str
 
 
 def modality_of(name: str) -> str | None:
@@ -75,21 +64,46 @@ def modality_of(name: str) -> str | None:
     return None
 
 
-def series_description(folder: Path, files: Sequence[str] = ()) -> str:
-    """The series description (else the protocol name) of ``files[0]``, or of the first DICOM file in ``folder``;
-    "" when there is none."""
-    first = files[0] if files else next((str(p) for p in sorted(folder.iterdir()) if _is_dicom(p)), None)
-    if first is None:
-        return ""
+@dataclass(frozen=True)
+class Source:
+    """A file or a DICOM series that may be a modality: ``name`` what messages call it; for a DICOM series its UID
+    where its folder holds several (``series``; "" when the file or folder is one volume), its description (else
+    protocol name) and its series number."""
+
+    path: Path
+    name: str
+    series: str = ""
+    description: str = ""
+    number: str = ""
+
+
+def series_tags(file: str) -> tuple[str, str]:
+    """The series description (else the protocol name) and the series number of one DICOM file ("" if absent)."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(first)
+    reader.SetFileName(file)
     with _c_locale_undone():
         try:
             reader.ReadImageInformation()
         except RuntimeError:
-            return ""
-    return next((reader.GetMetaData(t).strip() for t in _DESCRIPTION_TAGS
-                 if reader.HasMetaDataKey(t) and reader.GetMetaData(t).strip()), "")
+            return "", ""
+
+    def tag(key: str) -> str:
+        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+    return tag("0008|103e") or tag("0018|1030"), tag("0020|0011")
+
+
+def dicom_series(holder: Path, case_folder: Path) -> list[Source]:
+    """The DICOM series of the files in ``holder``, named by their path below ``case_folder`` and description."""
+    name = holder.relative_to(case_folder).as_posix()
+    with _c_locale_undone():
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(holder))
+        files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(holder), uid) for uid in uids}
+    found = []
+    for uid in uids:
+        description, number = series_tags(files[uid][0])
+        label = f"{name} ({description!r})" if description else name
+        found.append(Source(holder, label, uid if len(uids) > 1 else "", description, number))
+    return found
 
 
 def _is_dicom(path: Path) -> bool:
@@ -100,35 +114,31 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def _sources(folder: Path, nested: bool) -> Iterator[tuple[str | None, _Source]]:
-    """The image files of a case folder and the DICOM series in its sub-folders (at any depth, as PACS exports
-    nest them, when ``nested``), each with the modality its name, or else its series description, stands for."""
+def _dicom_holders(folder: Path, nested: bool) -> list[Path]:
+    """The folders holding DICOM files: ``folder`` itself, or any below it when ``nested``."""
+    return sorted({p.parent for p in (folder.rglob("*") if nested else folder.iterdir()) if _is_dicom(p)})
+
+
+def _sources(folder: Path, nested: bool) -> Iterator[tuple[str | None, Source]]:
+    """The image files of a case folder and its DICOM series (in the folder, its sub-folders, and at any depth,
+    as PACS exports nest them, when ``nested``; unless ``nested``, a sub-folder holds one series), each with the
+    modality its name, or else its series description, stands for."""
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
-            yield modality_of(path.name), _Source(path, "", path.name)
+            yield modality_of(path.name), Source(path, path.name)
         elif path.is_dir() and modality_of(path.name):
             if any(p.is_file() for p in path.iterdir()):
-                yield modality_of(path.name), _Source(path, "", path.name)
+                yield modality_of(path.name), Source(path, path.name)
         elif path.is_dir():
-            below = path.rglob("*") if nested else path.iterdir()
-            for holder in sorted({p.parent for p in below if _is_dicom(p)}):
-                yield from _series_of(holder, folder)
-
-
-def _series_of(holder: Path, case_folder: Path) -> Iterator[tuple[str | None, _Source]]:
-    """The DICOM series in one folder: the folder itself when its name says the modality, else each series by
-    its description."""
-    name = holder.relative_to(case_folder).as_posix()
-    if modality_of(holder.name):
-        yield modality_of(holder.name), _Source(holder, "", name)
-        return
-    with _c_locale_undone():
-        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(holder))
-        files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(holder), uid) for uid in uids}
-    for uid in uids:
-        description = series_description(holder, files[uid])
-        label = f"{name} ({description!r})" if description else name
-        yield modality_of(description), _Source(holder, uid if len(uids) > 1 else "", label)
+            for holder in _dicom_holders(path, nested):
+                if modality_of(holder.name):
+                    yield modality_of(holder.name), Source(holder, holder.relative_to(folder).as_posix())
+                else:
+                    series = dicom_series(holder, folder)
+                    if nested or len(series) == 1:  # else a sub-folder of mixed series is a case of its own
+                        yield from ((modality_of(s.description), s) for s in series)
+    if _dicom_holders(folder, nested=False):
+        yield from ((modality_of(s.description), s) for s in dicom_series(folder, folder))
 
 
 def native_case(folder: Path, nested: bool = True) -> NativeCase:
@@ -137,7 +147,7 @@ def native_case(folder: Path, nested: bool = True) -> NativeCase:
     mapping_file = folder / MAPPING_NAME
     if mapping_file.is_file():
         return _mapped_case(folder, mapping_file)
-    found: dict[str, list[_Source]] = {}
+    found: dict[str, list[Source]] = {}
     unknown: list[str] = []
     for modality, source in _sources(folder, nested):
         if modality:
@@ -152,22 +162,39 @@ def native_case(folder: Path, nested: bool = True) -> NativeCase:
         parts += [f"not recognised: {', '.join(unknown)}"] if unknown and missing else []
         return NativeCase(folder.name, problem=f"{'; '.join(parts)}: name each file or series folder by its "
                           f"modality or list them in {MAPPING_NAME}")
-    chosen = {m: found[m][0] for m in MODALITIES}
-    return NativeCase(folder.name, {m: s.path for m, s in chosen.items()},
+    return _case(folder.name, {m: found[m][0] for m in MODALITIES})
+
+
+def _case(case_id: str, chosen: Mapping[str, Source]) -> NativeCase:
+    return NativeCase(case_id, {m: s.path for m, s in chosen.items()},
                       series={m: s.series for m, s in chosen.items() if s.series})
 
 
 def _mapped_case(folder: Path, mapping_file: Path) -> NativeCase:
+    """A case as its ``modalities.json`` maps it: each modality to a file or folder of the case, or to the
+    description or number of one DICOM series below it."""
     try:
         mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
-        sources = {m: folder / mapping[m] for m in MODALITIES}
+        names = {m: str(mapping[m]).strip() for m in MODALITIES}
     except (ValueError, KeyError, TypeError) as error:
         return NativeCase(folder.name, problem=f"{MAPPING_NAME} must map each of {', '.join(MODALITIES)} "
-                          f"to a file or folder of the case ({error})")
-    missing = [str(p.name) for p in sources.values() if not p.exists()]
+                          f"to a file or folder of the case, or a series description or number ({error})")
+    chosen: dict[str, Source] = {}
+    every: list[Source] | None = None
+    for modality, name in names.items():
+        if (folder / name).exists():
+            chosen[modality] = Source(folder / name, name)
+            continue
+        every = every if every is not None else [s for h in _dicom_holders(folder, True)
+                                                 for s in dicom_series(h, folder)]
+        matches = [s for s in every if name.lower() in (s.description.lower(), s.number)]
+        if len(matches) == 1:
+            chosen[modality] = matches[0]
+    missing = [name for modality, name in names.items() if modality not in chosen]
     if missing:
-        return NativeCase(folder.name, problem=f"{MAPPING_NAME} names {', '.join(missing)}, not found")
-    return NativeCase(folder.name, sources)
+        return NativeCase(folder.name, problem=f"{MAPPING_NAME} names {', '.join(missing)}, not found as a file, "
+                          "a folder, or the description or number of exactly one DICOM series")
+    return _case(folder.name, chosen)
 
 
 def find_native_cases(root: Path) -> list[NativeCase]:
