@@ -164,6 +164,22 @@ def test_a_pacs_export_with_several_series_in_one_nested_folder(tmp_path: Path) 
         tmp_path / "patient-3").problem
 
 
+def test_one_mapping_for_a_whole_run_names_series_by_description_with_alternatives(tmp_path: Path) -> None:
+    protocols = {"patient-5": ["T1 SE", "T1 SE +C", "T2 TSE", "FLAIR ax"],
+                 "patient-6": ["T1 SE", "T1 MPRAGE +C", "T2 TSE", "FLAIR ax"],
+                 "patient-7": ["T1 SE", "T1 MPRAGE", "T2 TSE", "FLAIR ax"]}
+    for case, descriptions in protocols.items():
+        for number, description in enumerate(descriptions, start=2):
+            write_dicom_series(small_image(number), tmp_path / case / "export", description, number)
+    (tmp_path / "modalities.json").write_text(json.dumps(
+        {"t1n": "T1 SE", "t1c": ["T1 SE +C", "T1 MPRAGE +C"], "t2w": "T2 TSE", "t2f": "FLAIR ax"}))
+    found = {c.case_id: c for c in find_native_cases(tmp_path)}
+    assert not found["patient-5"].problem and not found["patient-6"].problem
+    assert found["patient-6"].series["t1c"].endswith(".1125.1.3")  # the second name of the list
+    assert found["patient-7"].problem == ("modalities.json names T1 SE +C or T1 MPRAGE +C, not found as a file, a "
+                                          "folder, or the description or number of exactly one DICOM series")
+
+
 def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
     broken = tmp_path / "t1c.nrrd"
     broken.write_bytes(b"NRRD0004\nnot really\n")

@@ -141,12 +141,13 @@ def _sources(folder: Path, nested: bool) -> Iterator[tuple[str | None, Source]]:
         yield from ((modality_of(s.description), s) for s in dicom_series(folder, folder))
 
 
-def native_case(folder: Path, nested: bool = True) -> NativeCase:
-    """The modality sources of one case folder, from ``modalities.json`` when present, else from the names and
-    series descriptions (of DICOM series at any depth when ``nested``, else in its sub-folders only)."""
-    mapping_file = folder / MAPPING_NAME
-    if mapping_file.is_file():
-        return _mapped_case(folder, mapping_file)
+def native_case(folder: Path, nested: bool = True, mapping: Path | None = None) -> NativeCase:
+    """The modality sources of one case folder, from its ``modalities.json`` (else ``mapping``, a run's) when
+    there is one, else from the names and series descriptions (of DICOM series at any depth when ``nested``, else
+    in its sub-folders only)."""
+    mapping = folder / MAPPING_NAME if (folder / MAPPING_NAME).is_file() else mapping
+    if mapping is not None:
+        return _mapped_case(folder, mapping, nested)
     found: dict[str, list[Source]] = {}
     unknown: list[str] = []
     for modality, source in _sources(folder, nested):
@@ -170,40 +171,44 @@ def _case(case_id: str, chosen: Mapping[str, Source]) -> NativeCase:
                       series={m: s.series for m, s in chosen.items() if s.series})
 
 
-def _mapped_case(folder: Path, mapping_file: Path) -> NativeCase:
-    """A case as its ``modalities.json`` maps it: each modality to a file or folder of the case, or to the
-    description or number of one DICOM series below it."""
+def _mapped_case(folder: Path, mapping_file: Path, nested: bool) -> NativeCase:
+    """A case as a ``modalities.json`` maps it: each modality to a file or folder of the case, or to the
+    description or number of one DICOM series of it; or to a list of such names, the first found taken."""
     try:
         mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
-        names = {m: str(mapping[m]).strip() for m in MODALITIES}
+        names = {m: [mapping[m]] if isinstance(mapping[m], str) else list(mapping[m]) for m in MODALITIES}
+        if not all(options and all(isinstance(n, str) for n in options) for options in names.values()):
+            raise TypeError("each modality needs a name, or a list of names")
     except (ValueError, KeyError, TypeError) as error:
-        return NativeCase(folder.name, problem=f"{MAPPING_NAME} must map each of {', '.join(MODALITIES)} "
-                          f"to a file or folder of the case, or a series description or number ({error})")
+        return NativeCase(folder.name, problem=f"{MAPPING_NAME} must map each of {', '.join(MODALITIES)} to a "
+                          f"file or folder of the case, a series description or number, or a list of them ({error})")
+    listed: list[Source] | None = None
     chosen: dict[str, Source] = {}
-    every: list[Source] | None = None
-    for modality, name in names.items():
-        if (folder / name).exists():
-            chosen[modality] = Source(folder / name, name)
-            continue
-        every = every if every is not None else [s for h in _dicom_holders(folder, True)
-                                                 for s in dicom_series(h, folder)]
-        matches = [s for s in every if name.lower() in (s.description.lower(), s.number)]
-        if len(matches) == 1:
-            chosen[modality] = matches[0]
-    missing = [name for modality, name in names.items() if modality not in chosen]
+    for modality, options in names.items():
+        for name in (n.strip() for n in options):
+            if name and (folder / name).exists():
+                chosen[modality] = Source(folder / name, name)
+                break
+            listed = listed if listed is not None else [s for _, s in _sources(folder, nested)]
+            matches = [s for s in listed if name.lower() in (s.description.lower(), s.number)]
+            if len(matches) == 1:
+                chosen[modality] = matches[0]
+                break
+    missing = [" or ".join(names[m]) for m in MODALITIES if m not in chosen]
     if missing:
-        return NativeCase(folder.name, problem=f"{MAPPING_NAME} names {', '.join(missing)}, not found as a file, "
-                          "a folder, or the description or number of exactly one DICOM series")
+        return NativeCase(folder.name, problem=f"{mapping_file.name} names {', '.join(missing)}, not found as a "
+                          "file, a folder, or the description or number of exactly one DICOM series")
     return _case(folder.name, chosen)
 
 
 def find_native_cases(root: Path) -> list[NativeCase]:
     """Every case folder under ``root``: ``root`` itself when it holds the images or their series folders, else
-    its sub-folders."""
+    its sub-folders, each mapped by its own ``modalities.json`` or else by the run's one in ``root``."""
     itself = native_case(root, nested=False)
     if itself.sources:
         return [itself]
-    return [native_case(folder) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
+    run_mapping = root / MAPPING_NAME if (root / MAPPING_NAME).is_file() else None
+    return [native_case(folder, mapping=run_mapping) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
 
 
 def read_native(path: Path, case_id: str, series: str = "") -> sitk.Image:
