@@ -97,7 +97,7 @@ def write_dicom_series(image: sitk.Image, folder: Path, description: str = "", n
         piece.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
         piece.SetMetaData("0020|0013", str(z))
         piece.SetMetaData("0020|0011", str(number))
-        piece.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        piece.SetMetaData("0020|0037", "\\".join(map(str, np.array(image.GetDirection()).reshape(3, 3).T[:2].ravel())))
         piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
         piece.SetMetaData("0008|103e", description)
         writer.SetFileName(str(folder / f"IM{number:02d}{z:03d}"))
@@ -242,6 +242,10 @@ def preprocess_run(tmp_path_factory: pytest.TempPathFactory) -> PreprocessRun:
     flipped = sitk.GetImageFromArray(sitk.GetArrayFromImage(truth.images["t1c"])[::-1].copy())  # not saying so
     flipped.CopyInformation(truth.images["t1c"])
     sitk.WriteImage(flipped, str(native / "patient-c" / "T1_post_gd.nrrd"))
+    for number, (modality, description) in enumerate(  # patient-a again as a PACS export of DICOM series
+            [("t1n", "AX T1 SE"), ("t1c", "T1 MPRAGE +C"), ("t2w", "t2_tse_tra"), ("t2f", "AX FLAIR")], start=3):
+        series = sitk.Cast(sitk.Round(truth.images[modality]), sitk.sitkInt16)
+        write_dicom_series(series, native / "patient-e" / "DICOM" / f"SE{number:06d}", description, number)
     shutil.copytree(native / "patient-a", native / "patient-d")  # its T2 holds the lower half of the slices only
     t2 = truth.images["t2w"]
     sitk.WriteImage(t2[:, :, : t2.GetSize()[2] // 2], str(native / "patient-d" / "t2.nii.gz"))
@@ -282,7 +286,8 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     assert done.returncode == 1, done.stderr
     assert "patient-b: no t1n, t2w, t2f" in done.stderr and "Traceback" not in done.stderr
     assert "patient-c: cannot be prepared: the registered T1c does not look like the atlas head" in done.stderr
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["patient-a.nii.gz", "patient-d.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["patient-a.nii.gz", "patient-d.nii.gz",
+                                                            "patient-e.nii.gz"]
     labels = sitk.ReadImage(str(out / "patient-a.nii.gz"))
     assert labels.GetSize() == native_t1c.GetSize()
     assert labels.GetOrigin() == pytest.approx(native_t1c.GetOrigin(), abs=1e-3)
@@ -296,9 +301,21 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     report = json.loads((out / "htcnns-report.json").read_text())
     cases = {c["case_id"]: c for c in report["cases"]}
     assert {case_id: c["status"] for case_id, c in cases.items()} == {
-        "patient-a": "ok", "patient-b": "failed", "patient-c": "failed", "patient-d": "ok"}
+        "patient-a": "ok", "patient-b": "failed", "patient-c": "failed", "patient-d": "ok", "patient-e": "ok"}
     assert re.search(r"the T2 covers only \d+ % of the brain", cases["patient-d"]["note"]), cases["patient-d"]
     assert "patient-d: the T2 covers only" in done.stderr and "covers only" not in cases["patient-a"]["note"]
+
+
+@pytest.mark.slow
+def test_dicom_series_of_a_pacs_export_are_prepared_as_the_same_scans_in_files(preprocess_run: PreprocessRun) -> None:
+    cases = ("patient-a", "patient-e")
+    files, dicom = (sitk.ReadImage(str(preprocess_run.root / "out" / f"{c}.nii.gz")) for c in cases)
+    assert dicom.GetSize() == files.GetSize()
+    assert dicom.GetOrigin() == pytest.approx(files.GetOrigin(), abs=1e-3)
+    assert dicom.GetDirection() == pytest.approx(files.GetDirection(), abs=1e-6)
+    kept = preprocess_run.root / "bs" / "cases"
+    brains = (sitk.GetArrayFromImage(sitk.ReadImage(str(kept / c / f"{c}-brain.nii.gz"))) for c in cases)
+    assert dice(*brains) > 0.98  # the same scans, rounded to integers
 
 
 @pytest.mark.slow
