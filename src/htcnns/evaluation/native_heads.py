@@ -126,3 +126,13 @@ def simulate_head(path: Path, seed: int) -> HeadSimulation:
         native[modality] = _with_noise(thick_slices(fine, int(thickness)), rng) * scanner
     true_brain = sitk.Resample(brain_image, native["t1c"], head_pose, sitk.sitkLinear, 0.0) > 0.5
     return HeadSimulation(path.name.split(".")[0], native, sitk.Cast(true_brain, sitk.sitkUInt8))
+
+
+def tilted(image: sitk.Image, axis: tuple[float, float, float], degrees: float, centre: np.ndarray) -> sitk.Image:
+    """``image`` turned by ``degrees`` about ``axis`` (LPS; (1, 0, 0): chin towards the chest for positive degrees)
+    through the physical point ``centre``, by its header alone: the same voxels, the head placed otherwise."""
+    turn = np.array(sitk.VersorTransform(axis, np.radians(degrees), centre.tolist()).GetMatrix()).reshape(3, 3)
+    out = sitk.Image(image)
+    out.SetDirection((turn @ np.array(image.GetDirection()).reshape(3, 3)).ravel().tolist())
+    out.SetOrigin((turn @ (np.array(image.GetOrigin()) - centre) + centre).tolist())
+    return out

@@ -80,6 +80,12 @@ class Atlas:
         return head_top(self.head)
 
     @cached_property
+    def brain_centre(self) -> np.ndarray:
+        """Physical point: the centre of the atlas brain (where the orientation search turns the head)."""
+        inside = np.argwhere(sitk.GetArrayViewFromImage(self.brain) > 0).mean(axis=0)[::-1]
+        return np.array(self.brain.TransformContinuousIndexToPhysicalPoint(inside.tolist()))
+
+    @cached_property
     def near_brain(self) -> sitk.Image:
         """The brain mask dilated by ``FOCUS_MM``: where the last affine stage measures."""
         return sitk.BinaryDilate(sitk.Cast(self.brain > 0, sitk.sitkUInt8), [FOCUS_MM] * 3)
@@ -162,13 +168,63 @@ def _affine(transform: sitk.Transform) -> sitk.AffineTransform:
     return affine
 
 
-def register_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
-    """Affine transform taking atlas points to T1c points: head tops aligned (``head_top``), rigid, affine on the
-    whole head, then affine within ``FOCUS_MM`` of the atlas brain."""
+ORIENTATION_STEPS_DEG = 15
+ORIENTATION_STEPS = 2
+"""The orientation search tries rotations about the brain's centre of up to ``ORIENTATION_STEPS`` steps of
+``ORIENTATION_STEPS_DEG`` per axis (125 at +-30 deg). Without it a real head shape turned 20-40 deg beyond its
+simulated pose converged 9-40 mm off on 8 turns of 10; with it on 1 (chin up 40 deg; docs/native-scans.md)."""
+
+
+def _orientation_search(atlas: Atlas, t1c: sitk.Image, start: sitk.Euler3DTransform) -> sitk.Euler3DTransform:
+    """``start`` turned about the atlas brain's centre by the grid rotation whose mutual information is best at the
+    8 mm level (exhaustive search, translation kept)."""
+    turned = sitk.Euler3DTransform()
+    turned.SetCenter(atlas.brain_centre.tolist())
+    turned.SetTranslation(start.GetTranslation())
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(0.2, REGISTRATION_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsExhaustive([ORIENTATION_STEPS] * 3 + [0, 0, 0], stepLength=np.radians(ORIENTATION_STEPS_DEG))
+    method.SetOptimizerScales([1.0] * 6)
+    method.SetShrinkFactorsPerLevel([8])
+    method.SetSmoothingSigmasPerLevel([4.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(turned, inPlace=True)
+    method.Execute(atlas.head, t1c)
+    return turned
+
+
+def _mutual_information(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> float:
+    """Mattes mutual information (lower is better) of ``moving`` through ``transform`` on 5 % of ``fixed``."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(0.05, REGISTRATION_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(transform)
+    return method.MetricEvaluate(fixed, moving)
+
+
+def _rigid_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
+    """Rigid atlas -> T1c transform from the head tops aligned (``head_top``) and, where the orientation search
+    finds the head turned, also from that turn: the start whose result matches better."""
     start = sitk.Euler3DTransform()
     start.SetCenter(atlas.top.tolist())
     start.SetTranslation((head_top(t1c) - atlas.top).tolist())
-    rigid = _registration(atlas.head, t1c, start, (8, 4), (4.0, 2.0), 150, 0.05)
+    starts = [start]
+    turned = _orientation_search(atlas, t1c, start)
+    if any(turned.GetParameters()[:3]):
+        starts.append(turned)
+    results = [_registration(atlas.head, t1c, s, (8, 4), (4.0, 2.0), 150, 0.05) for s in starts]
+    return min(results, key=lambda rigid: _mutual_information(atlas.head, t1c, rigid))
+
+
+def register_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
+    """Affine transform taking atlas points to T1c points: rigid (``_rigid_to_atlas``), affine on the whole head,
+    then affine within ``FOCUS_MM`` of the atlas brain."""
+    rigid = _rigid_to_atlas(atlas, t1c)
     affine = _registration(atlas.head, t1c, _affine(rigid), (4, 2), (2.0, 1.0), 100, 0.05)
     return _registration(atlas.head, t1c, _affine(affine), (4, 2), (2.0, 1.0), 100, 0.2, atlas.near_brain)
 
