@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -36,6 +37,7 @@ from htcnns.inference.prepare import (
     labels_to_native,
     load_atlas,
     native_labels,
+    ras_affine,
     to_brats_space,
 )
 from htcnns.inference.registration_check import RegistrationCheck, check_registration
@@ -252,7 +254,7 @@ def preprocess_run(tmp_path_factory: pytest.TempPathFactory) -> PreprocessRun:
     models = save_tiny_models(root / "models", roi=96)
     done = subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(native), "-o", str(root / "out"),
                            "--models", str(models), "--preprocess", "--keep-brats-space", str(root / "bs"),
-                           "--quiet", "--no-qc"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+                           "--quiet"], capture_output=True, text=True, encoding="utf-8", timeout=600)
     return PreprocessRun(images, truth, root, done)
 
 
@@ -304,6 +306,20 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
         "patient-a": "ok", "patient-b": "failed", "patient-c": "failed", "patient-d": "ok", "patient-e": "ok"}
     assert re.search(r"the T2 covers only \d+ % of the brain", cases["patient-d"]["note"]), cases["patient-d"]
     assert "patient-d: the T2 covers only" in done.stderr and "covers only" not in cases["patient-a"]["note"]
+    # a QC picture on the native T1c grid beside the BraTS-space one, named in the report
+    picture = out / "qc" / cases["patient-a"]["qc_native_picture"]
+    assert picture.name == "patient-a-native.png" and (out / "qc" / "patient-a.png").is_file()
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
+    assert "qc_native_picture" not in cases["patient-b"]
+
+
+def test_ras_affine_is_the_affine_nibabel_reads(tmp_path: Path) -> None:
+    image = sitk.Image(7, 6, 5, sitk.sitkFloat32)
+    image.SetSpacing((0.9, 1.1, 5.5))
+    image.SetOrigin((12.0, -30.0, 4.5))
+    image.SetDirection(sitk.VersorTransform((0.3, 1.0, 0.2), 0.4).GetMatrix())  # oblique
+    sitk.WriteImage(image, str(tmp_path / "oblique.nii.gz"))
+    assert ras_affine(image) == pytest.approx(nib.load(tmp_path / "oblique.nii.gz").affine, abs=1e-4)
 
 
 @pytest.mark.slow

@@ -12,16 +12,17 @@ The CLI's ``segment`` is ``Segmenter.segment_folder``; both run the same stages 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from htcnns.errors import InputError
+from htcnns.errors import InputError, OutputError
 from htcnns.inference.cases import Case, find_cases
 from htcnns.inference.fuse import FusionMethod
 from htcnns.inference.io import Volume, atomic_write, write_label_map
@@ -36,13 +37,15 @@ from htcnns.inference.pipeline import (
     segment_case,
 )
 from htcnns.inference.pipeline import default_models_root as bundled_models
-from htcnns.inference.prepare import native_labels, prepare_native_cases
+from htcnns.inference.prepare import native_labels, prepare_native_cases, save_native_qc_picture
 from htcnns.inference.qc import region_volumes_ml
 from htcnns.inference.report import REPORT_NAME, CaseResult, Report
 from htcnns.inference.review import Review
 from htcnns.inference.shards import Shard
 from htcnns.inference.timing import StageClock
 from htcnns.labels import MODALITIES, LabelConvention, convert_labels
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ class Segmenter:
                     atomic_write(output / result.output.name,
                                  lambda path, image=labels_native: sitk.WriteImage(image, str(path)), ".part.nii.gz")
                     results[i] = preparation.noted(result)
+                    if options.get("qc_dir"):
+                        results[i] = _with_native_qc(results[i], cases / result.case_id, labels_native,
+                                                     Path(str(options["qc_dir"])))
                     if results[i] is not result:
                         report.record(results[i])
         segmented = {result.case_id for result in results}
@@ -155,6 +161,18 @@ class Segmenter:
         if affine is None:
             raise InputError("arrays need the affine (4x4 voxel-to-world) they share")
         return _from_arrays(given, np.asarray(affine, dtype=np.float64), case_id, clock)
+
+
+def _with_native_qc(result: CaseResult, prepared_case: Path, labels: sitk.Image, qc_dir: Path) -> CaseResult:
+    """``result`` with ``qc_native_picture`` (``<id>-native.png`` in ``qc_dir``) once that picture is written; a
+    failure is logged and the label map stands."""
+    path = qc_dir / f"{result.case_id}-native.png"
+    try:
+        save_native_qc_picture(result.case_id, prepared_case, labels, path)
+    except (OSError, RuntimeError, ValueError, OutputError) as error:
+        log.warning("%s: the QC picture on the native grid could not be written (%s)", result.case_id, error)
+        return result
+    return replace(result, extra=result.extra | {"qc_native_picture": path.name})
 
 
 def _from_arrays(arrays: Mapping[str, object], affine: np.ndarray, case_id: str, clock: StageClock) -> CaseInput:

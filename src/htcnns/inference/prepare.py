@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from htcnns.errors import InputError
 from htcnns.inference.native_cases import NativeCase, find_native_cases, read_native
+from htcnns.inference.qc import save_qc_picture
 from htcnns.inference.registration_check import RegistrationCheck, check_registration
 from htcnns.inference.report import CaseResult, Status
-from htcnns.labels import MODALITIES
+from htcnns.labels import BRATS2021_ET, MODALITIES, Label
 
 REGISTRATION_SEED = 20261202
 log = logging.getLogger(__name__)
@@ -330,13 +331,13 @@ def _onto_native_grid(labels: sitk.Image, native_grid: sitk.Image, to_native: si
 
 
 TRANSFORM_NAME = "to-native.tfm"
-NATIVE_T1C_NAME = "native-t1c-grid.nii.gz"
+NATIVE_T1C_NAME = "native-t1c-scan.nii.gz"  # not "<id>-t1c.nii.gz": find_cases would read a case
 PREPARATION_NAME = "preparation.json"
 
 
 def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
     """Write a prepared case as a BraTS case folder ``folder/<case-id>/`` (the four ``<case-id>-<modality>.nii.gz``,
-    ``<case-id>-brain.nii.gz``, the transform, the native T1c grid and ``preparation.json``: the registration's
+    ``<case-id>-brain.nii.gz``, the transform, the native T1c as read and ``preparation.json``: the registration's
     figures, warnings and seconds), complete or not at all."""
     target = folder / case.case_id
     partial = folder / f".{case.case_id}.partial"
@@ -346,9 +347,7 @@ def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
         sitk.WriteImage(image, str(partial / f"{case.case_id}-{modality}.nii.gz"))
     sitk.WriteImage(case.brain, str(partial / f"{case.case_id}-brain.nii.gz"))
     sitk.WriteTransform(case.to_native, str(partial / TRANSFORM_NAME))
-    grid = sitk.Image(case.native_t1c.GetSize(), sitk.sitkUInt8)
-    grid.CopyInformation(case.native_t1c)
-    sitk.WriteImage(grid, str(partial / NATIVE_T1C_NAME))
+    sitk.WriteImage(case.native_t1c, str(partial / NATIVE_T1C_NAME))
     record = {"registration": case.check.to_json(), "warnings": case.check.warnings(), "seconds": dict(case.seconds)}
     (partial / PREPARATION_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
@@ -361,6 +360,27 @@ def native_labels(labels_path: Path, prepared_case: Path) -> sitk.Image:
     wrote (nearest neighbour through the inverse of the T1c -> atlas transform)."""
     return _onto_native_grid(sitk.ReadImage(str(labels_path)), sitk.ReadImage(str(prepared_case / NATIVE_T1C_NAME)),
                              sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME)))
+
+
+def save_native_qc_picture(case_id: str, prepared_case: Path, labels: sitk.Image, path: Path) -> None:
+    """The QC picture (``qc.save_qc_picture``) on the native T1c grid: the T1c as read, the FLAIR as prepared
+    (skull-stripped, so the brain mask shows) carried back, and ``labels`` (on that grid; ET 3 or 4)."""
+    t1c = sitk.ReadImage(str(prepared_case / NATIVE_T1C_NAME), sitk.sitkFloat32)
+    to_native = sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME))
+    flair = sitk.Resample(sitk.ReadImage(str(prepared_case / f"{case_id}-t2f.nii.gz"), sitk.sitkFloat32), t1c,
+                          to_native.GetInverse(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    values = sitk.GetArrayFromImage(labels).T
+    values = np.where(values == BRATS2021_ET, np.uint8(Label.ET), values)
+    save_qc_picture(sitk.GetArrayFromImage(t1c).T, sitk.GetArrayFromImage(flair).T, values, ras_affine(t1c), path,
+                    f"{case_id} on its native T1c grid (FLAIR: as prepared, brain only)")
+
+
+def ras_affine(image: sitk.Image) -> np.ndarray:
+    """The 4 x 4 voxel (x, y, z) -> RAS world matrix (mm) of a SimpleITK image (whose world is LPS)."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
 @dataclass(frozen=True)
