@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from htcnns.evaluation.native_heads import simulate_head, tilted
+from htcnns.evaluation.native_sim import mask_points
 from htcnns.inference import prepare
 
 AXES = {"pitch": (1.0, 0.0, 0.0), "roll": (0.0, 1.0, 0.0), "yaw": (0.0, 0.0, 1.0)}
@@ -44,13 +45,6 @@ def crop_top(image: sitk.Image, mm: float) -> sitk.Image:
     return sitk.RegionOfInterest(image, size, index)
 
 
-def brain_points(atlas: prepare.Atlas, step: int = 4) -> np.ndarray:
-    """Physical points of every ``step``-th atlas brain voxel per axis."""
-    z, y, x = (axis * step for axis in np.nonzero(sitk.GetArrayViewFromImage(atlas.brain)[::step, ::step, ::step]))
-    indices = zip(x.tolist(), y.tolist(), z.tolist(), strict=True)
-    return np.array([atlas.brain.TransformIndexToPhysicalPoint(index) for index in indices])
-
-
 def error_mm(found: sitk.Transform, expected: sitk.Transform, turn: sitk.Transform, points: np.ndarray) -> float:
     """Mean distance between ``found`` and ``turn`` after ``expected`` over ``points``."""
     return float(np.mean([np.linalg.norm(np.subtract(found.TransformPoint(p),
@@ -68,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_search:
         prepare.ORIENTATION_STEPS = 0
     atlas = prepare.load_atlas()
-    points = brain_points(atlas)
+    points = mask_points(atlas.brain)
     t1c = simulate_head(args.head, args.seed).images["t1c"]
-    centre = np.array(t1c.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in t1c.GetSize()]))
+    centre = prepare.grid_centre(t1c)
     expected = prepare.register_to_atlas(atlas, t1c)
     results = {}
     for name, degrees in TURNS + CROPS:

@@ -33,6 +33,7 @@ from htcnns.inference.native_cases import (
 from htcnns.inference.prepare import (
     NATIVE_T1C_NAME,
     PREPARATION_NAME,
+    grid_centre,
     head_top,
     labels_to_native,
     load_atlas,
@@ -361,7 +362,7 @@ def test_a_real_head_shape_gets_a_brain_mask_close_to_its_own_brain(tmp_path: Pa
     # more (chin down), the orientation search finds it (without the search this head's brain Dice was 0.76)
     head = simulate_head(REAL_HEAD, seed=20)
     t1c = head.images["t1c"]
-    centre = np.array(t1c.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in t1c.GetSize()]))
+    centre = grid_centre(t1c)
     sources = {}
     for modality, image in head.images.items():
         sources[modality] = tmp_path / f"{modality}.nrrd"

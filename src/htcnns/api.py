@@ -22,10 +22,10 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from htcnns.errors import InputError, OutputError
-from htcnns.inference.cases import Case, find_cases
+from htcnns.errors import InputError
+from htcnns.inference.cases import Case, display_id, find_cases
 from htcnns.inference.fuse import FusionMethod
-from htcnns.inference.io import Volume, atomic_write, write_label_map
+from htcnns.inference.io import Volume, atomic_write, error_reason, write_label_map
 from htcnns.inference.pipeline import (
     CaseInput,
     Settings,
@@ -169,8 +169,9 @@ def _with_native_qc(result: CaseResult, prepared_case: Path, labels: sitk.Image,
     path = qc_dir / f"{result.case_id}-native.png"
     try:
         save_native_qc_picture(result.case_id, prepared_case, labels, path)
-    except (OSError, RuntimeError, ValueError, OutputError) as error:
-        log.warning("%s: the QC picture on the native grid could not be written (%s)", result.case_id, error)
+    except Exception as error:  # the label map is the product, as in pipeline.case_qc
+        log.warning("%s: no QC picture on the native grid (%s: %s)", display_id(result.case_id),
+                    type(error).__name__, error_reason(error))
         return result
     return replace(result, extra=result.extra | {"qc_native_picture": path.name})
 

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from htcnns.inference.cases import find_cases
+from htcnns.inference.prepare import grid_centre
 from htcnns.labels import MODALITIES
 
 #: (in-plane spacing mm, slice thickness mm) per modality: different grids, thick slices.
@@ -168,7 +169,7 @@ def simulate_native(images: Mapping[str, sitk.Image], head: sitk.Image, atlas_br
     skull = with_skull(images, *(sitk.Resample(atlas, atlas, fit, interpolator, 0.0)
                                  for atlas, interpolator in ((head, sitk.sitkLinear),
                                                              (atlas_brain, sitk.sitkNearestNeighbor))))
-    centre = np.array(head.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in head.GetSize()]))
+    centre = grid_centre(head)
     head_pose = random_affine(rng, tuple(centre), 12.0, 20.0, 0.06)
     native, poses = {}, {}
     for modality in MODALITIES:
@@ -186,11 +187,15 @@ def registration_error_mm(atlas_to_native: sitk.Transform, truth: NativeSimulati
     """Mean distance (mm) between the estimated and the true native T1c position of the case's ``brain`` voxels
     (every ``step``-th voxel per axis of its BraTS grid); the estimate takes them through their atlas position."""
     inverse = truth.native_to_brats.GetInverse()
-    mask = sitk.GetArrayViewFromImage(brain)[::step, ::step, ::step] > 0
-    z, y, x = (axis * step for axis in np.nonzero(mask))
     errors = []
-    for index in zip(x.tolist(), y.tolist(), z.tolist(), strict=True):
-        point = brain.TransformIndexToPhysicalPoint(index)
+    for point in mask_points(brain, step).tolist():
         estimate = atlas_to_native.TransformPoint(truth.brats_to_atlas.TransformPoint(point))
         errors.append(np.linalg.norm(np.subtract(estimate, inverse.TransformPoint(point))))
     return float(np.mean(errors))
+
+
+def mask_points(mask: sitk.Image, step: int = 4) -> np.ndarray:
+    """Physical points (n x 3) of ``mask``'s non-zero voxels, every ``step``-th voxel per axis."""
+    z, y, x = (axis * step for axis in np.nonzero(sitk.GetArrayViewFromImage(mask)[::step, ::step, ::step]))
+    indices = zip(x.tolist(), y.tolist(), z.tolist(), strict=True)
+    return np.array([mask.TransformIndexToPhysicalPoint(index) for index in indices])

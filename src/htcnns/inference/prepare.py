@@ -98,6 +98,17 @@ def load_atlas() -> Atlas:
                  sitk.ReadImage(str(atlas_file("sri24_brain_mask.nii.gz")), sitk.sitkUInt8))
 
 
+def _mutual_information_method(sampling: float) -> sitk.ImageRegistrationMethod:
+    """A registration method measuring Mattes mutual information (32 bins) on a regular, seeded sample of
+    ``sampling`` of the fixed image's voxels, linear interpolation."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(sampling, REGISTRATION_SEED)
+    method.SetInterpolator(sitk.sitkLinear)
+    return method
+
+
 def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, shrink: tuple[int, ...],
                   smooth_mm: tuple[float, ...], iterations: int, sampling: float,
                   fixed_mask: sitk.Image | None = None) -> sitk.Transform:
@@ -105,13 +116,9 @@ def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform
     given), regular-step gradient descent (the step halves when the direction turns; measured on simulated scans it
     converges to 0.1 mm where plain gradient descent stopped at 3 mm) with physical-shift scales, one level per
     ``shrink``."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(sampling, REGISTRATION_SEED)
+    method = _mutual_information_method(sampling)
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
-    method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
                                                     relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
     method.SetOptimizerScalesFromPhysicalShift()
@@ -122,11 +129,16 @@ def _registration(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform
     return method.Execute(fixed, moving)
 
 
+def grid_centre(image: sitk.Image) -> np.ndarray:
+    """Physical point: the centre of ``image``'s grid."""
+    return np.array(image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in image.GetSize()]))
+
+
 def coregister(t1c: sitk.Image, moving: sitk.Image) -> sitk.Transform:
     """Rigid transform taking T1c points to ``moving`` points (same head, another sequence). It starts from the
     scanner's coordinates (identity), which series of one session share whatever their field of view."""
     start = sitk.Euler3DTransform()
-    start.SetCenter(t1c.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in t1c.GetSize()]))
+    start.SetCenter(grid_centre(t1c).tolist())
     return _registration(t1c, moving, start, (4, 2), (2.0, 1.0), 100, 0.05)
 
 
@@ -182,11 +194,7 @@ def _orientation_search(atlas: Atlas, t1c: sitk.Image, start: sitk.Euler3DTransf
     turned = sitk.Euler3DTransform()
     turned.SetCenter(atlas.brain_centre.tolist())
     turned.SetTranslation(start.GetTranslation())
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.2, REGISTRATION_SEED)
-    method.SetInterpolator(sitk.sitkLinear)
+    method = _mutual_information_method(0.2)
     method.SetOptimizerAsExhaustive([ORIENTATION_STEPS] * 3 + [0, 0, 0], stepLength=np.radians(ORIENTATION_STEPS_DEG))
     method.SetOptimizerScales([1.0] * 6)
     method.SetShrinkFactorsPerLevel([8])
@@ -199,11 +207,7 @@ def _orientation_search(atlas: Atlas, t1c: sitk.Image, start: sitk.Euler3DTransf
 
 def _mutual_information(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> float:
     """Mattes mutual information (lower is better) of ``moving`` through ``transform`` on 5 % of ``fixed``."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.05, REGISTRATION_SEED)
-    method.SetInterpolator(sitk.sitkLinear)
+    method = _mutual_information_method(0.05)
     method.SetInitialTransform(transform)
     return method.MetricEvaluate(fixed, moving)
 
@@ -214,12 +218,12 @@ def _rigid_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
     start = sitk.Euler3DTransform()
     start.SetCenter(atlas.top.tolist())
     start.SetTranslation((head_top(t1c) - atlas.top).tolist())
-    starts = [start]
+    rigid = _registration(atlas.head, t1c, start, (8, 4), (4.0, 2.0), 150, 0.05)
     turned = _orientation_search(atlas, t1c, start)
-    if any(turned.GetParameters()[:3]):
-        starts.append(turned)
-    results = [_registration(atlas.head, t1c, s, (8, 4), (4.0, 2.0), 150, 0.05) for s in starts]
-    return min(results, key=lambda rigid: _mutual_information(atlas.head, t1c, rigid))
+    if not any(turned.GetParameters()[:3]):  # the unturned start is the best: nothing to compare
+        return rigid
+    from_turned = _registration(atlas.head, t1c, turned, (8, 4), (4.0, 2.0), 150, 0.05)
+    return min(rigid, from_turned, key=lambda found: _mutual_information(atlas.head, t1c, found))
 
 
 def register_to_atlas(atlas: Atlas, t1c: sitk.Image) -> sitk.Transform:
@@ -358,8 +362,20 @@ def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
 def native_labels(labels_path: Path, prepared_case: Path) -> sitk.Image:
     """The BraTS-space label map ``labels_path`` on the native T1c grid of a case folder ``write_brats_space``
     wrote (nearest neighbour through the inverse of the T1c -> atlas transform)."""
-    return _onto_native_grid(sitk.ReadImage(str(labels_path)), sitk.ReadImage(str(prepared_case / NATIVE_T1C_NAME)),
+    return _onto_native_grid(sitk.ReadImage(str(labels_path)), _native_grid(prepared_case),
                              sitk.ReadTransform(str(prepared_case / TRANSFORM_NAME)))
+
+
+def _native_grid(prepared_case: Path) -> sitk.Image:
+    """An empty uint8 image on the grid of the case's native T1c, from its header alone."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(prepared_case / NATIVE_T1C_NAME))
+    reader.ReadImageInformation()
+    grid = sitk.Image(reader.GetSize(), sitk.sitkUInt8)
+    grid.SetOrigin(reader.GetOrigin())
+    grid.SetSpacing(reader.GetSpacing())
+    grid.SetDirection(reader.GetDirection())
+    return grid
 
 
 def save_native_qc_picture(case_id: str, prepared_case: Path, labels: sitk.Image, path: Path) -> None:
