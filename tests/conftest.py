@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import locale
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from htcnns.labels import MODALITIES
 
@@ -87,3 +90,37 @@ def write_real_crop(folder: Path, names: dict[str, str] | None = None) -> Path:
         name = (names or {}).get(modality, f"BraTS-GLI-00001-000-{modality}.nii.gz")
         nib.save(image.slicer[TUMOUR_BOX], folder / name)
     return folder
+
+
+def small_image(seed: int, size: tuple[int, int, int] = (20, 18, 6),
+                spacing: tuple[float, ...] = (1.2, 1.2, 5.0)) -> sitk.Image:
+    """Random int16 voxels on an axis-aligned grid: a stand-in scan for reading and naming tests."""
+    image = sitk.GetImageFromArray(np.random.default_rng(seed).uniform(0, 500, size[::-1]).astype(np.int16))
+    image.SetSpacing(spacing)
+    return image
+
+
+def write_dicom_series(image: sitk.Image, folder: Path, description: str = "", number: int = 1,
+                       slice_tags: Callable[[int], dict[str, str]] | None = None, prefix: str = "IM") -> None:
+    """One file per slice, as a scanner writes them (SimpleITK's DICOM writer; GDCM may leave the "C" locale);
+    ``number`` sets the series UID, so several series can share a folder; ``slice_tags(z)`` adds or overrides
+    tags of slice z (its position, orientation, echo number ...); ``prefix`` starts the file names."""
+    saved = locale.setlocale(locale.LC_ALL)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # file names without .dcm, as scanners write them
+    for z in range(image.GetDepth()):
+        piece = image[:, :, z]
+        piece.SetMetaData("0020|000e", f"1.2.826.0.1.3680043.2.1125.1.{number}")  # one series UID for all slices
+        piece.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
+        piece.SetMetaData("0020|0013", str(z))
+        piece.SetMetaData("0020|0011", str(number))
+        piece.SetMetaData("0020|0037", "\\".join(map(str, np.array(image.GetDirection()).reshape(3, 3).T[:2].ravel())))
+        piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
+        piece.SetMetaData("0008|103e", description)
+        for key, value in (slice_tags(z) if slice_tags else {}).items():
+            piece.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"{prefix}{number:02d}{z:03d}"))
+        writer.Execute(piece)
+    locale.setlocale(locale.LC_ALL, saved)

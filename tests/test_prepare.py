@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import save_tiny_models
+from conftest import save_tiny_models, small_image, write_dicom_series
 from htcnns.errors import InputError
 from htcnns.evaluation.native_heads import simulate_head, tilted
 from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
@@ -80,34 +80,6 @@ def test_modality_names(name: str, modality: str | None) -> None:
     assert modality_of(name) == modality
 
 
-def small_image(seed: int, size: tuple[int, int, int] = (20, 18, 6), spacing: tuple[float, ...] = (1.2, 1.2, 5.0)):
-    image = sitk.GetImageFromArray(np.random.default_rng(seed).uniform(0, 500, size[::-1]).astype(np.int16))
-    image.SetSpacing(spacing)
-    return image
-
-
-def write_dicom_series(image: sitk.Image, folder: Path, description: str = "", number: int = 1) -> None:
-    """One file per slice, as a scanner writes them (SimpleITK's DICOM writer; GDCM may leave the "C" locale);
-    ``number`` sets the series UID, so several series can share a folder."""
-    saved = locale.setlocale(locale.LC_ALL)
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    writer.SetImageIO("GDCMImageIO")  # file names without .dcm, as scanners write them
-    for z in range(image.GetDepth()):
-        piece = image[:, :, z]
-        piece.SetMetaData("0020|000e", f"1.2.826.0.1.3680043.2.1125.1.{number}")  # one series UID for all slices
-        piece.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z)))))
-        piece.SetMetaData("0020|0013", str(z))
-        piece.SetMetaData("0020|0011", str(number))
-        piece.SetMetaData("0020|0037", "\\".join(map(str, np.array(image.GetDirection()).reshape(3, 3).T[:2].ravel())))
-        piece.SetMetaData("0018|0050", str(image.GetSpacing()[2]))
-        piece.SetMetaData("0008|103e", description)
-        writer.SetFileName(str(folder / f"IM{number:02d}{z:03d}"))
-        writer.Execute(piece)
-    locale.setlocale(locale.LC_ALL, saved)
-
-
 def test_a_case_from_files_a_mapping_and_a_dicom_series(tmp_path: Path) -> None:
     case = tmp_path / "patient-1"
     case.mkdir()
@@ -121,7 +93,7 @@ def test_a_case_from_files_a_mapping_and_a_dicom_series(tmp_path: Path) -> None:
     found = find_native_cases(tmp_path)
     assert [c.case_id for c in found] == ["patient-1"] and not found[0].problem
     encoding = locale.getpreferredencoding(False)
-    series = read_native(found[0].sources["t1n"], "patient-1")
+    series = read_native(found[0].sources["t1n"], "patient-1").image
     assert locale.getpreferredencoding(False) == encoding  # GDCM's switch to the "C" locale is undone
     assert series.GetSize() == (20, 18, 6)
     assert series.GetSpacing() == pytest.approx((1.2, 1.2, 5.0), abs=1e-3)
@@ -150,7 +122,7 @@ def test_a_pacs_export_with_several_series_in_one_nested_folder(tmp_path: Path) 
     found = find_native_cases(tmp_path)
     assert [c.case_id for c in found] == ["patient-3"] and not found[0].problem
     assert {m: p.name for m, p in found[0].sources.items()} == dict.fromkeys(MODALITIES, "ST000001")
-    t1c = read_native(found[0].sources["t1c"], "patient-3", found[0].series["t1c"])
+    t1c = read_native(found[0].sources["t1c"], "patient-3", found[0].series["t1c"]).image
     np.testing.assert_array_equal(sitk.GetArrayFromImage(t1c), sitk.GetArrayFromImage(small_image(5)))
     with pytest.raises(InputError, match="ST000001 holds 5 DICOM series, not one"):
         read_native(export, "patient-3")

@@ -21,6 +21,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from htcnns.errors import InputError
+from htcnns.inference.dicom_slices import one_volume, slices_of
 from htcnns.inference.validate import check_values
 from htcnns.labels import MODALITIES
 
@@ -211,16 +212,30 @@ def find_native_cases(root: Path) -> list[NativeCase]:
     return [native_case(folder, mapping=run_mapping) for folder in sorted(p for p in root.iterdir() if p.is_dir())]
 
 
-def read_native(path: Path, case_id: str, series: str = "") -> sitk.Image:
+@dataclass(frozen=True)
+class NativeScan:
+    """One modality as read: a float32 3-D image, and what was mended while reading it (e.g. missing DICOM slices
+    filled in)."""
+
+    image: sitk.Image
+    warnings: tuple[str, ...] = ()
+
+
+def read_native(path: Path, case_id: str, series: str = "") -> NativeScan:
     """One modality as a float32 3-D image: a file SimpleITK reads, or a DICOM series of a folder (``series``
-    its UID; "" for the folder's only series).
+    its UID; "" for the folder's only series) whose slices' positions make one volume (``dicom_slices``).
 
     Raises:
-        InputError: unreadable, several DICOM series in one folder and none chosen, or not one usable 3-D volume.
+        InputError: unreadable, several DICOM series in one folder and none chosen, slices that make no single
+            volume, or not one usable 3-D volume.
     """
+    warning = ""
     with _read_errors(path, case_id):
-        image = _read_series(path, case_id, series) if path.is_dir() else sitk.ReadImage(str(path))
-    return _one_volume(image, path, case_id)
+        if path.is_dir():
+            image, warning = _read_series(path, case_id, series)
+        else:
+            image = sitk.ReadImage(str(path))
+    return NativeScan(_one_volume(image, path, case_id), (warning,) if warning else ())
 
 
 @contextmanager
@@ -233,17 +248,35 @@ def _read_errors(path: Path, case_id: str) -> Iterator[None]:
         raise InputError(f"{case_id}: cannot read {path.name} ({reason}); re-export it as NIfTI or DICOM") from None
 
 
-def _read_series(path: Path, case_id: str, series: str) -> sitk.Image:
-    with _c_locale_undone():
+def _read_series(path: Path, case_id: str, series: str) -> tuple[sitk.Image, str]:
+    """The series as one volume its slices' tags agree with, and a warning ("" if none)."""
+    with _c_locale_undone(), _itk_warnings_off():
         if not series:
             found = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
             if len(found) != 1:
                 raise InputError(f"{case_id}: {path.name} holds {len(found)} DICOM series, not one; put each "
                                  f"series in its own folder or list them in {MAPPING_NAME}")
             series = found[0]
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series)
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series))
-        return reader.Execute()
+        reader.SetFileNames(files)
+        reader.MetaDataDictionaryArrayUpdateOn()
+        image = reader.Execute()
+    slices = slices_of(reader, len(files)) if len(files) > 1 and image.GetDimension() == 3 else None
+    if slices is None or image.GetSize()[2] != len(files):  # one multi-frame file, or no positions to check
+        return image, ""
+    return one_volume(image, slices, case_id, path.name)
+
+
+@contextmanager
+def _itk_warnings_off() -> Iterator[None]:
+    """ITK's warnings (e.g. "Non uniform sampling") not printed: ``dicom_slices`` says what is wrong instead."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 @contextmanager

@@ -51,6 +51,7 @@ class BratsSpaceCase:
     seconds: per step (read, coregister, register, resample, strip).
     check: the registration's figures (``htcnns.inference.registration_check``); ``check.warnings()`` say what is
         doubtful.
+    read_warnings: what was mended while reading the native scans (``native_cases.NativeScan.warnings``).
     """
 
     case_id: str
@@ -60,6 +61,11 @@ class BratsSpaceCase:
     to_native: sitk.Transform
     seconds: Mapping[str, float]
     check: RegistrationCheck
+    read_warnings: tuple[str, ...] = ()
+
+    def warnings(self) -> list[str]:
+        """What was mended while reading, then what the registration check doubts."""
+        return [*self.read_warnings, *self.check.warnings()]
 
 
 def atlas_file(name: str) -> Path:
@@ -286,7 +292,8 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
     atlas = atlas or load_atlas()
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    native = {m: read_native(case.sources[m], case.case_id, case.series.get(m, "")) for m in MODALITIES}
+    scans = {m: read_native(case.sources[m], case.case_id, case.series.get(m, "")) for m in MODALITIES}
+    native = {m: scan.image for m, scan in scans.items()}
     seconds["read"], tick = time.perf_counter() - tick, time.perf_counter()
     try:
         to_modality = {m: coregister(native["t1c"], native[m]) for m in MODALITIES if m != "t1c"}
@@ -315,7 +322,8 @@ def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCa
     brain.CopyInformation(atlas.head)
     stripped = {m: sitk.Mask(image, brain) for m, image in images.items()}
     seconds["strip"] = time.perf_counter() - tick
-    return BratsSpaceCase(case.case_id, stripped, brain, native["t1c"], to_native, seconds, check)
+    read_warnings = tuple(w for scan in scans.values() for w in scan.warnings)
+    return BratsSpaceCase(case.case_id, stripped, brain, native["t1c"], to_native, seconds, check, read_warnings)
 
 
 def field_of_view(native: sitk.Image, grid: sitk.Image, to_native: sitk.Transform) -> np.ndarray:
@@ -352,7 +360,7 @@ def write_brats_space(case: BratsSpaceCase, folder: Path) -> Path:
     sitk.WriteImage(case.brain, str(partial / f"{case.case_id}-brain.nii.gz"))
     sitk.WriteTransform(case.to_native, str(partial / TRANSFORM_NAME))
     sitk.WriteImage(case.native_t1c, str(partial / NATIVE_T1C_NAME))
-    record = {"registration": case.check.to_json(), "warnings": case.check.warnings(), "seconds": dict(case.seconds)}
+    record = {"registration": case.check.to_json(), "warnings": case.warnings(), "seconds": dict(case.seconds)}
     (partial / PREPARATION_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -436,7 +444,7 @@ def prepare_native_cases(root: Path, prepared: Path, output: Path, overwrite: bo
             if case.problem:
                 raise InputError(f"{case.case_id}: {case.problem}")
             brats_space = to_brats_space(case, atlas)
-            preparation.warnings[case.case_id] = brats_space.check.warnings()
+            preparation.warnings[case.case_id] = brats_space.warnings()
             for warning in preparation.warnings[case.case_id]:
                 log.warning("%s: %s", case.case_id, warning)
             write_brats_space(brats_space, prepared)
