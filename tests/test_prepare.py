@@ -221,6 +221,11 @@ def preprocess_run(tmp_path_factory: pytest.TempPathFactory) -> PreprocessRun:
             [("t1n", "AX T1 SE"), ("t1c", "T1 MPRAGE +C"), ("t2w", "t2_tse_tra"), ("t2f", "AX FLAIR")], start=3):
         series = sitk.Cast(sitk.Round(truth.images[modality]), sitk.sitkInt16)
         write_dicom_series(series, native / "patient-e" / "DICOM" / f"SE{number:06d}", description, number)
+    shutil.copytree(native / "patient-e", native / "patient-f")  # its T2 series holds a second echo
+    second_echo = sitk.Cast(sitk.Round(truth.images["t2w"] * 0.5), sitk.sitkInt16)
+    write_dicom_series(second_echo, native / "patient-f" / "DICOM" / "SE000005", "t2_tse_tra", 5, prefix="E2",
+                       slice_tags=lambda z: {"0018|0086": "2"})
+    (native / "patient-e" / "DICOM" / "SE000006" / "IM06012").unlink()  # a FLAIR slice missing
     shutil.copytree(native / "patient-a", native / "patient-d")  # its T2 holds the lower half of the slices only
     t2 = truth.images["t2w"]
     sitk.WriteImage(t2[:, :, : t2.GetSize()[2] // 2], str(native / "patient-d" / "t2.nii.gz"))
@@ -276,7 +281,12 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     report = json.loads((out / "htcnns-report.json").read_text())
     cases = {c["case_id"]: c for c in report["cases"]}
     assert {case_id: c["status"] for case_id, c in cases.items()} == {
-        "patient-a": "ok", "patient-b": "failed", "patient-c": "failed", "patient-d": "ok", "patient-e": "ok"}
+        "patient-a": "ok", "patient-b": "failed", "patient-c": "failed", "patient-d": "ok", "patient-e": "ok",
+        "patient-f": "failed"}
+    assert re.search(r"patient-f: SE000005 holds \d+ slices at only \d+ positions: several echoes", done.stderr)
+    assert re.search(r"SE000006: 1 slice\(s\) missing \(the widest gap 12.0 mm, after slice 12 of \d+\); filled in",
+                     cases["patient-e"]["note"]), cases["patient-e"]
+    assert "Non uniform sampling" not in done.stderr
     assert re.search(r"the T2 covers only \d+ % of the brain", cases["patient-d"]["note"]), cases["patient-d"]
     assert "patient-d: the T2 covers only" in done.stderr and "covers only" not in cases["patient-a"]["note"]
     # a QC picture on the native T1c grid beside the BraTS-space one, named in the report

@@ -96,7 +96,7 @@ def series_tags(file: str) -> tuple[str, str]:
 def dicom_series(holder: Path, case_folder: Path) -> list[Source]:
     """The DICOM series of the files in ``holder``, named by their path below ``case_folder`` and description."""
     name = holder.relative_to(case_folder).as_posix()
-    with _c_locale_undone():
+    with _c_locale_undone(), _itk_warnings_off():  # a DICOMDIR or a report alone: no series, no warning printed
         uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(holder))
         files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(holder), uid) for uid in uids}
     found = []
