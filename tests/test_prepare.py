@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from conftest import save_tiny_models, small_image, write_dicom_series
 from htcnns.errors import InputError
@@ -39,6 +40,7 @@ from htcnns.inference.prepare import (
     load_atlas,
     native_labels,
     ras_affine,
+    refine_brain_mask,
     to_brats_space,
 )
 from htcnns.inference.registration_check import RegistrationCheck, check_registration
@@ -294,6 +296,19 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     assert picture.name == "patient-a-native.png" and (out / "qc" / "patient-a.png").is_file()
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
     assert "qc_native_picture" not in cases["patient-b"]
+
+
+def test_the_brain_mask_keeps_the_csf_next_to_the_brain_and_no_more() -> None:
+    radius = np.sqrt(((np.indices((72, 72, 72)) - 36) ** 2).sum(axis=0))  # mm from the centre, 1 mm voxels
+    tissue, csf = radius < 24, (radius >= 24) & (radius < 29)  # a brain smaller than the atlas's, CSF, then skull
+
+    def contrast(brain: float, fluid: float) -> np.ndarray:
+        return np.where(tissue, brain, np.where(csf, fluid, 0.05)).astype(np.float32)
+    t1, t2 = contrast(1.0, 0.2), contrast(1.0, 3.0)
+    mask = refine_brain_mask(radius < 32, t1, t1, t2, t1, np.ones(radius.shape, bool))
+    assert mask[radius < 25.3].all()  # the brain and the CSF within about 1 mm of it, as BraTS masks keep it
+    assert not mask[radius > 26.5].any()  # not the CSF farther out, nor the skull, though within the atlas brain
+    assert ndimage.label(mask)[1] == 1
 
 
 def test_ras_affine_is_the_affine_nibabel_reads(tmp_path: Path) -> None:

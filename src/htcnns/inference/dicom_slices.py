@@ -85,6 +85,7 @@ def one_volume(image: sitk.Image, slices: Slices, case_id: str, name: str) -> tu
 
 
 def _refuse_repeated_positions(depths: np.ndarray, echoes: Sequence[str], name: str) -> None:
+    """An InputError when two slices share a position along the normal (``depths``, sorted), naming the echoes."""
     repeated = int((np.diff(depths) < SAME_POSITION_MM).sum())
     if not repeated:
         return
@@ -95,6 +96,7 @@ def _refuse_repeated_positions(depths: np.ndarray, echoes: Sequence[str], name: 
 
 
 def _refuse_tilt(positions: np.ndarray, depths: np.ndarray, normal: np.ndarray, name: str) -> None:
+    """An InputError when the first and last slices are offset sideways to their ``normal`` (a gantry tilt)."""
     span = positions[-1] - positions[0]
     sideways = float(np.linalg.norm(span - (span @ normal) * normal))
     tilt = float(np.degrees(np.arctan2(sideways, depths[-1] - depths[0])))

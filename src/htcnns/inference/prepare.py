@@ -257,14 +257,17 @@ OUTER_MM = 8
 """BraTS masks keep the CSF within about ``CSF_KEPT_MM`` of the brain tissue (sulci, the cisterns' edge); CSF
 farther from it within the mask's outer ``OUTER_MM`` is the subarachnoid space of an atlas brain larger than the
 patient's and is removed. Deeper CSF (ventricles) always stays."""
+GROW_MM = 1
+"""The refined mask grows by this much within the atlas brain at the end: the rules above leave it about 1 mm
+tighter than BraTS masks (the surface CSF; docs/native-scans.md, 2026-12-07)."""
 
 
 def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t1c: np.ndarray, t2w: np.ndarray,
                       t2f: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """The brain mask on the atlas grid: the atlas brain eroded by ``SURE_BRAIN_MM`` (sure brain) plus the brain
     tissue within ``SEARCH_MM`` of the atlas brain connected to it, less the CSF of its outer ``OUTER_MM`` farther
-    than ``CSF_KEPT_MM`` from tissue (where the patient's brain is smaller than the atlas's), holes filled, where
-    the scan has signal."""
+    than ``CSF_KEPT_MM`` from tissue (where the patient's brain is smaller than the atlas's), grown by ``GROW_MM``
+    within the atlas brain, its largest connected piece, holes filled, where the scan has signal."""
     core = ndimage.binary_erosion(atlas_brain, iterations=SURE_BRAIN_MM) & inside
     if not core.any():
         return atlas_brain & inside
@@ -280,7 +283,11 @@ def refine_brain_mask(atlas_brain: np.ndarray, t1n: np.ndarray, t1c: np.ndarray,
     outer = mask & ~ndimage.binary_erosion(mask, iterations=OUTER_MM)
     kept = mask & ~(csf & outer & ~near_tissue)
     labels, _ = ndimage.label(kept)
-    return ndimage.binary_fill_holes(np.isin(labels, np.unique(labels[core & kept])))
+    refined = np.isin(labels, np.unique(labels[core & kept]))
+    grown = ndimage.binary_dilation(refined, iterations=GROW_MM) & atlas_brain & inside
+    pieces, count = ndimage.label(refined | grown)  # the brain is one piece: islands at the atlas's edge go
+    brain = pieces == np.bincount(pieces.ravel())[1:].argmax() + 1 if count > 1 else pieces > 0
+    return ndimage.binary_fill_holes(brain)
 
 
 def to_brats_space(case: NativeCase, atlas: Atlas | None = None) -> BratsSpaceCase:
