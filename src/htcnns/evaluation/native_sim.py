@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from htcnns.inference.cases import find_cases
-from htcnns.inference.prepare import grid_centre
+from htcnns.inference.prepare import grid_centre, voxels_to_world
 from htcnns.labels import MODALITIES
 
 #: (in-plane spacing mm, slice thickness mm) per modality: different grids, thick slices.
@@ -196,6 +196,5 @@ def registration_error_mm(atlas_to_native: sitk.Transform, truth: NativeSimulati
 
 def mask_points(mask: sitk.Image, step: int = 4) -> np.ndarray:
     """Physical points (n x 3) of ``mask``'s non-zero voxels, every ``step``-th voxel per axis."""
-    z, y, x = (axis * step for axis in np.nonzero(sitk.GetArrayViewFromImage(mask)[::step, ::step, ::step]))
-    indices = zip(x.tolist(), y.tolist(), z.tolist(), strict=True)
-    return np.array([mask.TransformIndexToPhysicalPoint(index) for index in indices])
+    indices = np.argwhere(sitk.GetArrayViewFromImage(mask)[::step, ::step, ::step])[:, ::-1] * step
+    return voxels_to_world(mask, indices)

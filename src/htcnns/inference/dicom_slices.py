@@ -67,21 +67,32 @@ def one_volume(image: sitk.Image, slices: Slices, case_id: str, name: str) -> tu
         InputError: several orientations, several slices at one position, slices stacked obliquely, or unevenly
             spaced beyond a few missing slices.
     """
+    named = f"{case_id}: {name}"
     if np.abs(slices.orientations - slices.orientations[0]).max() > ORIENTATION_TOLERANCE:
         count = len(np.unique(slices.orientations.round(3), axis=0))
-        raise InputError(f"{case_id}: {name} holds slices in {count} orientations (a localiser?); give a series of one "
-                         "stack of parallel slices")
+        raise InputError(f"{named} holds slices in {count} orientations (a localiser?); give a series of one stack "
+                         "of parallel slices")
     normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
     depths = (slices.positions - slices.positions[0]) @ normal
     order = np.argsort(depths, kind="stable")
     depths, positions = depths[order], slices.positions[order]
-    _refuse_repeated_positions(depths, [slices.echoes[i] for i in order], f"{case_id}: {name}")
-    _refuse_tilt(positions, depths, normal, f"{case_id}: {name}")
+    _refuse_repeated_positions(depths, [slices.echoes[i] for i in order], named)
+    _refuse_tilt(positions, depths, normal, named)
     steps = np.diff(depths)
     step = float(np.median(steps))
     if np.abs(steps - step).max() <= STEP_TOLERANCE * step and np.array_equal(order, np.arange(len(order))):
         return image, ""
-    return _evenly_spaced(image, order, depths, positions[0], step, case_id, name)
+    array = _evenly_spaced(sitk.GetArrayFromImage(image)[order], steps, step, named)
+    even = sitk.GetImageFromArray(array)
+    even.SetSpacing((*image.GetSpacing()[:2], step))
+    even.SetDirection(image.GetDirection())
+    even.SetOrigin(tuple(float(v) for v in positions[0]))
+    missing = len(array) - len(depths)
+    if not missing:
+        return even, ""
+    widest = int(np.argmax(steps))
+    return even, (f"{name}: {missing} slice(s) missing (the widest gap {steps[widest]:.1f} mm, after slice "
+                  f"{widest + 1} of {len(depths)}); filled in from their neighbours")
 
 
 def _refuse_repeated_positions(depths: np.ndarray, echoes: Sequence[str], name: str) -> None:
@@ -105,28 +116,17 @@ def _refuse_tilt(positions: np.ndarray, depths: np.ndarray, normal: np.ndarray, 
                          "re-export it with the tilt corrected, e.g. by dcm2niix, as NIfTI")
 
 
-def _evenly_spaced(image: sitk.Image, order: np.ndarray, depths: np.ndarray, origin: np.ndarray, step: float,
-                   case_id: str, name: str) -> tuple[sitk.Image, str]:
-    """The slices at ``depths`` along the normal resampled every ``step`` mm (linear between neighbours), where
-    every gap is a whole number of steps up to ``MAX_FILLED_STEPS``; else an InputError."""
-    gaps = np.diff(depths) / step
-    whole = np.abs(gaps - gaps.round()) <= STEP_TOLERANCE
-    if not whole.all() or gaps.max() > MAX_FILLED_STEPS + STEP_TOLERANCE:
-        raise InputError(f"{case_id}: {name}: its slices are unevenly spaced ({np.diff(depths).min():.2f} to "
-                         f"{np.diff(depths).max():.2f} mm apart; usually {step:.2f}); re-export the whole series")
-    array = sitk.GetArrayFromImage(image)[order].astype(np.float32)  # (z, y, x)
+def _evenly_spaced(array: np.ndarray, steps: np.ndarray, step: float, named: str) -> np.ndarray:
+    """The slices of ``array`` (z, y, x; sorted along the normal, ``steps`` mm apart) every ``step`` mm, missing
+    ones linear between their neighbours, where every gap is a whole number of steps up to ``MAX_FILLED_STEPS``;
+    else an InputError."""
+    gaps = steps / step
+    if (np.abs(gaps - gaps.round()) > STEP_TOLERANCE).any() or gaps.max() > MAX_FILLED_STEPS + STEP_TOLERANCE:
+        raise InputError(f"{named}: its slices are unevenly spaced ({steps.min():.2f} to {steps.max():.2f} mm "
+                         f"apart; usually {step:.2f}); re-export the whole series")
     index = np.concatenate([[0], np.cumsum(gaps.round())])  # each slice's place on the even grid
     targets = np.arange(index[-1] + 1)
     upper = np.clip(np.searchsorted(index, targets, side="right"), 1, len(index) - 1)
     weight = (targets - index[upper - 1]) / (index[upper] - index[upper - 1])  # 0 or 1 exactly at a slice
-    filled = (1 - weight)[:, None, None] * array[upper - 1] + weight[:, None, None] * array[upper]
-    even = sitk.GetImageFromArray(filled.astype(np.float32))
-    even.SetSpacing((*image.GetSpacing()[:2], step))
-    even.SetDirection(image.GetDirection())
-    even.SetOrigin(tuple(float(v) for v in origin))
-    missing = len(targets) - len(depths)
-    if not missing:
-        return even, ""
-    widest = int(np.argmax(gaps))
-    return even, (f"{name}: {missing} slice(s) missing (the widest gap {np.diff(depths)[widest]:.1f} mm, after "
-                  f"slice {widest + 1} of {len(depths)}); filled in from their neighbours")
+    array = array.astype(np.float32)
+    return ((1 - weight)[:, None, None] * array[upper - 1] + weight[:, None, None] * array[upper]).astype(np.float32)

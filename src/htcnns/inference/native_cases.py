@@ -82,7 +82,7 @@ def series_tags(file: str) -> tuple[str, str]:
     """The series description (else the protocol name) and the series number of one DICOM file ("" if absent)."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(file)
-    with _c_locale_undone():
+    with _gdcm_call():
         try:
             reader.ReadImageInformation()
         except RuntimeError:
@@ -96,7 +96,7 @@ def series_tags(file: str) -> tuple[str, str]:
 def dicom_series(holder: Path, case_folder: Path) -> list[Source]:
     """The DICOM series of the files in ``holder``, named by their path below ``case_folder`` and description."""
     name = holder.relative_to(case_folder).as_posix()
-    with _c_locale_undone(), _itk_warnings_off():  # a DICOMDIR or a report alone: no series, no warning printed
+    with _gdcm_call():
         uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(holder))
         files = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(holder), uid) for uid in uids}
     found = []
@@ -250,7 +250,7 @@ def _read_errors(path: Path, case_id: str) -> Iterator[None]:
 
 def _read_series(path: Path, case_id: str, series: str) -> tuple[sitk.Image, str]:
     """The series as one volume its slices' tags agree with, and a warning ("" if none)."""
-    with _c_locale_undone(), _itk_warnings_off():
+    with _gdcm_call():
         if not series:
             found = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
             if len(found) != 1:
@@ -269,25 +269,19 @@ def _read_series(path: Path, case_id: str, series: str) -> tuple[sitk.Image, str
 
 
 @contextmanager
-def _itk_warnings_off() -> Iterator[None]:
-    """ITK's warnings (e.g. "Non uniform sampling") not printed: ``dicom_slices`` says what is wrong instead."""
+def _gdcm_call() -> Iterator[None]:
+    """A call into GDCM without its side effects: it switches the C locale to "C" while it reads, which would make
+    Python's default text encoding ASCII for the rest of the run, so the locale is put back; ITK's warnings ("No
+    Series were found" for a DICOMDIR, "Non uniform sampling") are not printed, ``dicom_slices`` says what is
+    wrong instead."""
+    saved = locale.setlocale(locale.LC_ALL)
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         yield
     finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-
-
-@contextmanager
-def _c_locale_undone() -> Iterator[None]:
-    """GDCM switches the C locale to "C" while it reads, which would make Python's default text encoding ASCII
-    for the rest of the run, so the locale is put back."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        yield
-    finally:
         locale.setlocale(locale.LC_ALL, saved)
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _one_volume(image: sitk.Image, path: Path, case_id: str) -> sitk.Image:

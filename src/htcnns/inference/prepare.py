@@ -162,8 +162,7 @@ def head_top(image: sitk.Image) -> np.ndarray:
     head = sitk.GetImageFromArray((array > 0.15 * np.percentile(array, 99)).astype(np.uint8))
     head.CopyInformation(image)
     head = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(head)) == 1)
-    axes = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
-    points = np.argwhere(head)[:, ::-1] @ axes.T + np.array(image.GetOrigin())
+    points = voxels_to_world(image, np.argwhere(head)[:, ::-1])
     top = points[:, 2].max()
     upper = points[points[:, 2] > top - HEAD_TOP_MM]
     return np.array([upper[:, 0].mean(), upper[:, 1].mean(), top])
@@ -406,12 +405,23 @@ def save_native_qc_picture(case_id: str, prepared_case: Path, labels: sitk.Image
                     f"{case_id} on its native T1c grid (FLAIR: as prepared, brain only)")
 
 
-def ras_affine(image: sitk.Image) -> np.ndarray:
-    """The 4 x 4 voxel (x, y, z) -> RAS world matrix (mm) of a SimpleITK image (whose world is LPS)."""
+def lps_affine(image: sitk.Image) -> np.ndarray:
+    """The 4 x 4 voxel (x, y, z) -> world matrix (mm) of a SimpleITK image, in its own LPS world."""
     affine = np.eye(4)
     affine[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
     affine[:3, 3] = image.GetOrigin()
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    return affine
+
+
+def ras_affine(image: sitk.Image) -> np.ndarray:
+    """The 4 x 4 voxel (x, y, z) -> RAS world matrix (mm) of a SimpleITK image (whose world is LPS)."""
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps_affine(image)
+
+
+def voxels_to_world(image: sitk.Image, indices: np.ndarray) -> np.ndarray:
+    """Physical (LPS) points (n x 3) of voxel ``indices`` (n x 3, x y z) of ``image``."""
+    affine = lps_affine(image)
+    return indices @ affine[:3, :3].T + affine[:3, 3]
 
 
 @dataclass(frozen=True)
