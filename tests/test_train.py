@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from monai.losses import DiceCELoss
+from scipy import ndimage
 
 from htcnns.cli import build_parser
 from htcnns.errors import InputError, SettingsError, WeightsError
@@ -21,12 +23,15 @@ from htcnns.training.command import (
     case_maker,
     data_description,
     fit,
+    initial_network,
     make_samples,
     network_config,
     random_patch,
+    teacher,
     to_sample,
     train,
 )
+from htcnns.training.data import paired_patch
 from htcnns.weights import load_model
 
 
@@ -212,3 +217,38 @@ def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch):
                                   tune_et_threshold=True, data="synthseg", domain="paediatric")
     defaults = build_parser().parse_args(["train", "--architecture", "unet", "--output", "out"])
     assert defaults.deep_supervision and defaults.checkpoint_every == 100 and not defaults.resume
+
+
+def test_paired_patches_are_one_patch_augmented_alike_but_for_thick_slices():
+    rng = np.random.default_rng(3)
+    image = np.stack([ndimage.gaussian_filter(rng.normal(size=(40, 40, 40)), 3) for _ in range(4)])
+    image = (image / image.std()).astype(np.float32)  # smooth: thick slices blur it without erasing it
+    regions = np.zeros((3, 40, 40, 40), np.float32)
+    regions[:, 10:30, 10:30, 10:30] = 1
+    thick, thin, target = paired_patch(Sample(image, regions), 24, rng, 0.5, 1.0)
+    assert thick.shape == thin.shape == (4, 24, 24, 24) and target.shape == (3, 24, 24, 24)
+    assert not np.allclose(thick, thin)
+    for channel in range(4):  # the same box, flip and affine: thin and thick of one channel correlate closely
+        assert np.corrcoef(thick[channel].ravel(), thin[channel].ravel())[0, 1] > 0.8
+    other, *_ = paired_patch(Sample(image, regions), 24, rng, 0.5, 1.0)
+    assert np.corrcoef(other[0].ravel(), thin[0].ravel())[0, 1] < 0.8
+
+
+def test_thick_consistency_adds_the_frozen_parents_disagreement_to_the_loss(tmp_path: Path, tiny_models: Path):
+    config = TrainConfig(output=str(tmp_path / "tuned"), steps=2, init_from=str(tiny_models / "unet"),
+                         thick_slices=1.0, thick_consistency=1.0, **TINY)
+    with pytest.raises(SettingsError, match="--thick-consistency needs --init-from"):
+        train(replace(config, init_from=""))
+    with pytest.raises(SettingsError, match="--thick-consistency needs"):
+        train(replace(config, thick_slices=0.0))
+    pool = [to_sample(case_maker(config)(0))]
+    parent = teacher(config)
+    assert parent is not None and not any(p.requires_grad for p in parent.parameters())
+    losses = []
+    for frozen in (None, parent):
+        network, _ = initial_network(config)
+        learner = loop.make_learner(network, config)
+        losses.append(loop.train_step(learner, [pool], config, DiceCELoss(sigmoid=True), teacher=frozen))
+    assert losses[1] > losses[0] + 0.05  # the same thick patches, plus the disagreement with the parent on thin ones
+    manifest = train(config)
+    assert manifest.provenance["config"]["thick_consistency"] == 1.0

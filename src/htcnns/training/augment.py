@@ -60,12 +60,13 @@ class RandThickSlicesd(MapTransform, RandomizableTransform):
         return torch.as_tensor(Resize(channel.shape, mode="trilinear")(thick))[0]
 
 
-def make_augmentation(thick_slices: float = 0.0) -> Compose:
+def make_augmentation(thick_slices: float = 0.0, paired: bool = False) -> Compose:
     """The MONAI pipeline applied to every training patch (dict with "image" (4, s, s, s), "target" (3, s, s, s));
     ``thick_slices`` > 0 adds ``RandThickSlicesd`` with that chance per channel (before the affine, so the slices
-    end up oblique as in a tilted scan)."""
+    end up oblique as in a tilted scan). ``paired`` keeps that step even at chance 0: it draws from its own RNG
+    only, so two paired pipelines given one seed augment a patch alike but for its thick slices."""
     angle = math.radians(15)
-    thick = [RandThickSlicesd("image", thick_slices)] if thick_slices > 0 else []
+    thick = [RandThickSlicesd("image", thick_slices)] if thick_slices > 0 or paired else []
     return Compose([
         *(RandFlipd(KEYS, prob=0.5, spatial_axis=axis) for axis in range(3)),
         *thick,
@@ -81,10 +82,9 @@ def make_augmentation(thick_slices: float = 0.0) -> Compose:
     ])
 
 
-def augment(transform: Compose, image: np.ndarray, target: np.ndarray,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` and ``target`` through ``transform``, its random state drawn from ``rng``; float32, contiguous."""
-    transform.set_random_state(seed=int(rng.integers(2**31)))
+def augment(transform: Compose, image: np.ndarray, target: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` and ``target`` through ``transform``, its random state set from ``seed``; float32, contiguous."""
+    transform.set_random_state(seed=seed)
     out = transform({"image": image, "target": target})
     return (np.ascontiguousarray(np.asarray(out["image"]), dtype=np.float32),
             np.ascontiguousarray(np.asarray(out["target"]), dtype=np.float32))

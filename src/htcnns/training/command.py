@@ -140,6 +140,14 @@ def initial_network(config: TrainConfig) -> tuple[torch.nn.Module, dict]:
     return network, parent
 
 
+def teacher(config: TrainConfig) -> torch.nn.Module | None:
+    """With ``--thick-consistency``: the ``--init-from`` network, frozen, that thin patches are scored with."""
+    if config.thick_consistency <= 0:
+        return None
+    network = load_model(Path(config.init_from)).network.eval()
+    return network.requires_grad_(False)
+
+
 def draft_manifest(config: TrainConfig) -> Manifest:
     """The run's manifest before export (no checksum, default post-processing, no provenance)."""
     return Manifest(name=Path(config.output).name, architecture=config.architecture, config=network_config(config),
@@ -229,7 +237,7 @@ def train(config: TrainConfig) -> Manifest:
     hooks = Hooks(renew=(lambda k: to_sample(make_case(split.first_renewal + k))) if make_case else None,
                   evaluate=(lambda net: score(LoadedModel(draft, net, folder), run.validators))
                   if run.validators else None,
-                  checkpoint=checkpoint, fixed=tuple(pools), weights=weights)
+                  checkpoint=checkpoint, fixed=tuple(pools), weights=weights, teacher=teacher(config))
     generated = make_samples(split.train, make_case) if make_case else []
     run_steps(learner, generated, config, progress, hooks)
     progress.elapsed_s = round(earlier_s + time.perf_counter() - started, 1)
@@ -344,6 +352,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chance of each channel of a training patch to be re-sliced 2-7 mm thick along one "
                              "axis and interpolated back (robustness to a hospital's thick-slice sequences after "
                              "--preprocess; default 0)")
+    parser.add_argument("--thick-consistency", type=float, default=defaults.thick_consistency,
+                        help="with --init-from and --thick-slices: weight of a second loss term, the network on "
+                             "each patch against the starting network (frozen) on the same patch without thick "
+                             "slices, so that thick and thin sequences segment alike (default 0: off)")
     parser.add_argument("--atlas", type=str, default="",
                         help="shared data folder holding sri24-brats-space/ and deepmedic-brats2015/ (for --data "
                              "synthseg; default $HTCNNS_SHARED_DATA, else ../shared/data next to this checkout)")

@@ -25,6 +25,8 @@ class TrainConfig:
     data_weights: the share of patches drawn from each source, generated first (default: equal shares).
     foreground_share: the share of patches centred on a tumour voxel (nnU-Net's oversampling); the rest anywhere.
     thick_slices: the chance of each channel of a patch to be re-sliced 2-7 mm thick (``RandThickSlicesd``).
+    thick_consistency: the weight of a second loss term, the network on each patch against the frozen
+    ``init_from`` network on the same patch without thick slices (0: none).
     """
 
     architecture: str
@@ -57,6 +59,7 @@ class TrainConfig:
     freeze_encoder: bool = False
     tune_et_threshold: bool = False
     thick_slices: float = 0.0
+    thick_consistency: float = 0.0
 
 
 def network_config(config: TrainConfig) -> dict:
@@ -77,6 +80,11 @@ def check_shares(config: TrainConfig) -> None:
     for option, value in (("--foreground-share", config.foreground_share), ("--thick-slices", config.thick_slices)):
         if not 0.0 <= value <= 1.0:
             raise SettingsError(f"{option} {value}: give a share between 0 and 1")
+    if config.thick_consistency < 0:
+        raise SettingsError(f"--thick-consistency {config.thick_consistency}: give a weight of 0 or more")
+    if config.thick_consistency > 0 and not (config.init_from and config.thick_slices > 0):
+        raise SettingsError("--thick-consistency needs --init-from (the network to agree with) and --thick-slices "
+                            "above 0 (the patches it should agree on)")
 
 
 def source_weights(config: TrainConfig) -> tuple[float, ...]:

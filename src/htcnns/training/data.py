@@ -76,6 +76,23 @@ def random_patch(sample: Sample, size: int, rng: np.random.Generator, foreground
     Augmentation: MONAI transforms (``htcnns.training.augment``), their draws taken from ``rng``; each channel
     re-sliced thick with chance ``thick_slices``.
     """
+    image, target = crop(sample, size, rng, foreground)
+    return augment(augmentation(thick_slices), image, target, int(rng.integers(2**31)))
+
+
+def paired_patch(sample: Sample, size: int, rng: np.random.Generator, foreground: float,
+                 thick_slices: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As ``random_patch``, and the same patch augmented alike without thick slices: (thick, thin, target)."""
+    image, target = crop(sample, size, rng, foreground)
+    seed = int(rng.integers(2**31))
+    thick, augmented_target = augment(augmentation(thick_slices, paired=True), image, target, seed)
+    thin, _ = augment(augmentation(0.0, paired=True), image, target, seed)
+    return thick, thin, augmented_target
+
+
+def crop(sample: Sample, size: int, rng: np.random.Generator, foreground: float) -> tuple[np.ndarray, np.ndarray]:
+    """A (4, s, s, s) image box of ``sample`` and its float32 target, zero-padded to ``size``; a share
+    ``foreground`` is centred on a tumour voxel, the rest anywhere."""
     shape = np.array(sample.image.shape[1:])
     if rng.random() < foreground:
         tumour = np.argwhere(sample.regions[0] > 0)
@@ -86,11 +103,10 @@ def random_patch(sample: Sample, size: int, rng: np.random.Generator, foreground
     box = tuple(slice(s, s + size) for s in start)
     image, target = sample.image[(slice(None), *box)], sample.regions[(slice(None), *box)]
     pad = [(0, 0)] + [(0, size - n) for n in image.shape[1:]]
-    image, target = np.pad(image, pad), np.pad(target.astype(np.float32), pad)
-    return augment(augmentation(thick_slices), image, target, rng)
+    return np.pad(image, pad), np.pad(target.astype(np.float32), pad)
 
 
 @cache
-def augmentation(thick_slices: float = 0.0) -> Compose:
-    """The MONAI augmentation pipeline of this process (one per ``thick_slices``)."""
-    return make_augmentation(thick_slices)
+def augmentation(thick_slices: float = 0.0, paired: bool = False) -> Compose:
+    """The MONAI augmentation pipeline of this process (one per ``thick_slices`` and ``paired``)."""
+    return make_augmentation(thick_slices, paired)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from htcnns.training.checkpoint import Learner, Progress
 from htcnns.training.config import TrainConfig
-from htcnns.training.data import Sample, random_patch
+from htcnns.training.data import Sample, paired_patch, random_patch
 from htcnns.training.networks import supervised_loss
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,15 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class Hooks:
     """Optional work of the step loop: ``renew(k)`` makes the k-th fresh sample (``--refresh-every``),
-    ``evaluate(network)`` gives validation Dice (``--validate-every``), ``checkpoint(progress)`` saves."""
+    ``evaluate(network)`` gives validation Dice (``--validate-every``), ``checkpoint(progress)`` saves;
+    ``teacher`` (``--thick-consistency``): the frozen starting network whose output on thin patches is a target."""
 
     renew: Callable[[int], Sample] | None = None
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
     checkpoint: Callable[[Progress], None] | None = None
     fixed: tuple[list[Sample], ...] = ()
     weights: tuple[float, ...] = ()
+    teacher: torch.nn.Module | None = None
 
 
 def pick_sample(rng: np.random.Generator, pools: list[list[Sample]], weights: tuple[float, ...]) -> Sample:
@@ -54,14 +56,21 @@ def make_learner(network: torch.nn.Module, config: TrainConfig) -> Learner:
 
 
 def train_step(learner: Learner, pools: list[list[Sample]], config: TrainConfig, loss: Loss,
-               weights: tuple[float, ...] = ()) -> float:
-    """One optimiser step on a batch of random patches from ``pools`` (drawn with ``weights``); returns its loss."""
-    pairs = [random_patch(pick_sample(learner.rng, pools, weights), config.patch_size, learner.rng,
-                          config.foreground_share, config.thick_slices) for _ in range(config.batch_size)]
-    images = torch.from_numpy(np.stack([p[0] for p in pairs]))
-    targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
+               weights: tuple[float, ...] = (), teacher: torch.nn.Module | None = None) -> float:
+    """One optimiser step on a batch of random patches from ``pools`` (drawn with ``weights``); returns its loss.
+    With a ``teacher`` the loss also scores the network's output on each patch against the teacher's on the same
+    patch without thick slices (``--thick-consistency``, that term weighted ``config.thick_consistency``)."""
+    draw = paired_patch if teacher is not None else random_patch
+    patches = [draw(pick_sample(learner.rng, pools, weights), config.patch_size, learner.rng,
+                    config.foreground_share, config.thick_slices) for _ in range(config.batch_size)]
+    images, *thin, targets = (torch.from_numpy(np.stack(part)) for part in zip(*patches, strict=True))
     learner.optimizer.zero_grad(set_to_none=True)
-    value = supervised_loss(loss, learner.network(images), targets)
+    outputs = learner.network(images)
+    value = supervised_loss(loss, outputs, targets)
+    if teacher is not None:
+        with torch.no_grad():
+            agreed = torch.sigmoid(teacher(thin[0]))
+        value = value + config.thick_consistency * supervised_loss(loss, outputs, agreed)
     value.backward()
     learner.optimizer.step()
     learner.schedule.step()
@@ -102,7 +111,7 @@ def run_steps(learner: Learner, samples: list[Sample], config: TrainConfig, prog
             renewal = step // every - 1
             samples[renewal % len(samples)] = hooks.renew(renewal)
         pools = [samples, *hooks.fixed] if hooks.fixed else [samples]
-        progress.losses.append(train_step(learner, pools, config, loss, hooks.weights))
+        progress.losses.append(train_step(learner, pools, config, loss, hooks.weights, hooks.teacher))
         progress.step = step + 1
         recent = float(np.mean(progress.losses[-20:]))
         bar.set_postfix(loss=f"{recent:.3f}")
