@@ -17,12 +17,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from htcnns.evaluation.native_sim import NativeSimulation, brats_space_images, registration_error_mm, simulate_native
+from htcnns.evaluation.native_sim import (
+    NATIVE_GRIDS,
+    NativeSimulation,
+    brats_space_images,
+    registration_error_mm,
+    simulate_native,
+)
 from htcnns.inference.native_cases import NativeCase
 from htcnns.inference.prepare import BratsSpaceCase, labels_to_native, load_atlas, to_brats_space
 from htcnns.labels import dice
@@ -41,11 +48,12 @@ def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, wo
     return sitk.ReadImage(str(output / f"{case_id}.nii.gz"))
 
 
-def measure(folder: Path, seed: int, models: list[Path], case_space: bool = True) -> dict[str, float]:
+def measure(folder: Path, seed: int, models: list[Path], case_space: bool = True,
+            grids: Mapping[str, tuple[float, float]] = NATIVE_GRIDS) -> dict[str, float]:
     atlas = load_atlas()
     head = atlas.head
     images = brats_space_images(folder, head)
-    truth = simulate_native(images, head, atlas.brain, seed)
+    truth = simulate_native(images, head, atlas.brain, seed, grids)
     with tempfile.TemporaryDirectory() as work:
         native_dir = Path(work) / "native"
         native_dir.mkdir()
@@ -114,6 +122,18 @@ def wt_agreement(images: dict[str, sitk.Image], truth: NativeSimulation, prepare
     return result
 
 
+def with_slices(settings: list[str], parser: argparse.ArgumentParser) -> dict[str, tuple[float, float]]:
+    """``NATIVE_GRIDS`` with the slice thickness of each ``MODALITY=MM`` of ``--slice-mm`` replaced."""
+    grids = dict(NATIVE_GRIDS)
+    for setting in settings:
+        modality, _, mm = setting.partition("=")
+        if modality not in grids or not mm.isdigit() or int(mm) < 1:
+            parser.error(f"--slice-mm {setting}: give MODALITY=MM, MODALITY one of {', '.join(grids)} and MM a "
+                         "whole number of mm from 1")
+        grids[modality] = (grids[modality][0], float(mm))
+    return grids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", type=Path, nargs="+", help="BraTS-space case folders")
@@ -123,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
                              "same preparation)")
     parser.add_argument("--no-case-space", action="store_true",
                         help="leave out the comparison with the case's own BraTS space (one segmentation less)")
+    parser.add_argument("--slice-mm", action="append", default=[], metavar="MODALITY=MM",
+                        help="simulate that sequence with slices this thick, a whole number of mm (e.g. t2f=1: a 3D "
+                             "FLAIR; repeatable; default: htcnns.evaluation.native_sim.NATIVE_GRIDS)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    grids = with_slices(args.slice_mm, parser)
     results = {}
     for i, folder in enumerate(args.cases):
-        results[folder.name] = measure(folder, args.seed + i, args.models, not args.no_case_space)
+        results[folder.name] = measure(folder, args.seed + i, args.models, not args.no_case_space, grids)
         print(folder.name, json.dumps({k: round(v, 3) for k, v in results[folder.name].items()}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

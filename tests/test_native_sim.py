@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from htcnns.evaluation.native_sim import NativeSimulation, fit_atlas, random_affine, registration_error_mm
+from htcnns.evaluation.native_sim import (
+    NativeSimulation,
+    fit_atlas,
+    random_affine,
+    registration_error_mm,
+    simulate_native,
+)
 
 
 def ellipsoid(centre_mm: tuple[float, float, float], radii_mm: tuple[float, float, float]) -> sitk.Image:
@@ -47,3 +53,15 @@ def test_registration_error_is_measured_against_pose_and_fit() -> None:
     assert registration_error_mm(pose.GetInverse(), truth, brain, step=2) > 5  # the pose alone misses the fit
     moved = truth.in_atlas_space(brain)
     assert moved[:, 32, 32].nonzero()[0].mean() == pytest.approx(24 - 6, abs=0.6)  # 12 mm = 6 slices lower
+
+
+def test_each_sequence_is_sampled_on_its_own_grid_with_the_slices_asked_for() -> None:
+    head = sitk.Cast(ellipsoid((64, 64, 48), (60, 60, 44)), sitk.sitkFloat32) * 100
+    brain = ellipsoid((64, 64, 48), (40, 50, 30))
+    images = {m: sitk.Cast(brain, sitk.sitkFloat32) * (50 + i) for i, m in enumerate(("t1n", "t1c", "t2w", "t2f"))}
+    grids = {"t1c": (1.0, 1.0), "t1n": (1.0, 5.0), "t2w": (0.7, 5.0), "t2f": (2.0, 3.0)}
+    native = simulate_native(images, head, brain, seed=0, grids=grids).images
+    for modality, (in_plane, thickness) in grids.items():
+        assert native[modality].GetSpacing() == pytest.approx((in_plane, in_plane, thickness))
+        assert native[modality].GetSize()[2] == 170 // thickness  # the 170 mm field of view in whole slices
+    assert sitk.GetArrayViewFromImage(native["t2f"]).max() > 0  # the head is in view

@@ -280,6 +280,9 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     record = json.loads((preprocess_run.kept / PREPARATION_NAME).read_text())
     assert min(record["registration"]["coverage"].values()) > 0.95 and record["registration"]["similarity"] > 0.6
     assert record["warnings"] == [] and record["seconds"]["register"] > 0
+    assert record["native_spacing_mm"]["t2f"] == pytest.approx([0.9, 0.9, 6.0])
+    assert record["notes"] == ["thick slices (T1 5.0 mm, T2 5.0 mm, FLAIR 6.0 mm): tumour edges across them are less "
+                               "certain than on scans of 3 mm or less"]  # the T1c's 2 mm are not
     report = json.loads((out / "htcnns-report.json").read_text())
     cases = {c["case_id"]: c for c in report["cases"]}
     assert {case_id: c["status"] for case_id, c in cases.items()} == {
@@ -291,6 +294,7 @@ def test_segment_preprocess_writes_labels_on_the_native_grid(preprocess_run: Pre
     assert "Non uniform sampling" not in done.stderr
     assert re.search(r"the T2 covers only \d+ % of the brain", cases["patient-d"]["note"]), cases["patient-d"]
     assert "patient-d: the T2 covers only" in done.stderr and "covers only" not in cases["patient-a"]["note"]
+    assert "thick slices (T1 5.0 mm" in cases["patient-a"]["note"] and "thick slices" not in done.stderr
     # a QC picture on the native T1c grid beside the BraTS-space one, named in the report
     picture = out / "qc" / cases["patient-a"]["qc_native_picture"]
     assert picture.name == "patient-a-native.png" and (out / "qc" / "patient-a.png").is_file()

@@ -160,10 +160,11 @@ def thick_slices(image: sitk.Image, thickness: int) -> sitk.Image:
     return out
 
 
-def simulate_native(images: Mapping[str, sitk.Image], head: sitk.Image, atlas_brain: sitk.Image,
-                    seed: int) -> NativeSimulation:
+def simulate_native(images: Mapping[str, sitk.Image], head: sitk.Image, atlas_brain: sitk.Image, seed: int,
+                    grids: Mapping[str, tuple[float, float]] = NATIVE_GRIDS) -> NativeSimulation:
     """Native scans of a BraTS-space case (``images``: modality -> skull-stripped image on the BraTS grid), the
-    atlas ``head`` fitted to its brain first (``fit_atlas``; deterministic, so ``seed`` alone sets the scans)."""
+    atlas ``head`` fitted to its brain first (``fit_atlas``; deterministic, so ``seed`` alone sets the scans);
+    ``grids``: modality -> (in-plane spacing, slice thickness) mm, the thickness a whole number."""
     rng = np.random.default_rng(seed)
     fit = fit_atlas(atlas_brain, images["t1c"] != 0)
     skull = with_skull(images, *(sitk.Resample(atlas, atlas, fit, interpolator, 0.0)
@@ -173,7 +174,7 @@ def simulate_native(images: Mapping[str, sitk.Image], head: sitk.Image, atlas_br
     head_pose = random_affine(rng, tuple(centre), 12.0, 20.0, 0.06)
     native, poses = {}, {}
     for modality in MODALITIES:
-        in_plane, thickness = NATIVE_GRIDS[modality]
+        in_plane, thickness = grids[modality]
         poses[modality] = head_pose if modality == "t1c" else sitk.CompositeTransform(
             [head_pose, random_affine(rng, tuple(centre), 3.0, 3.0, 0.0)])
         fine = sitk.Resample(skull[modality], native_grid(centre, in_plane, thickness), poses[modality],
