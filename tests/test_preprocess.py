@@ -3,7 +3,15 @@ import numpy as np
 import pytest
 
 from conftest import LPS_AFFINE, brain_volumes
-from htcnns.inference.preprocess import CROP_MARGIN_VOXELS, brain_box, preprocess, restore_input_grid, to_prepared_grid
+from htcnns.inference.preprocess import (
+    CROP_MARGIN_VOXELS,
+    brain_box,
+    preprocess,
+    restore_input_grid,
+    statistics_region,
+    to_prepared_grid,
+    zscore,
+)
 from htcnns.inference.validate import LoadedCase
 
 PERMUTED = np.array([[0, 0, 1.0, 5], [-1.0, 0, 0, 7], [0, 1.2, 0, -3], [0, 0, 0, 1]])
@@ -50,3 +58,29 @@ def test_constant_modality_becomes_zero_not_nan():
     case.image[2][case.image[2] > 0] = 7.0
     prepared = preprocess(case)
     assert np.isfinite(prepared.image).all() and not prepared.image[2].any()
+
+
+def test_zscore_statistics_ignore_the_brain_shell_where_skull_strippings_differ():
+    shape = (64, 64, 64)
+    image = np.zeros((4, *shape), np.float32)
+    image[:, 4:60, 4:60, 4:60] = np.random.default_rng(0).normal(100, 10, (4, 56, 56, 56))
+    image[:, 4:6, 4:60, 4:60] = 30  # a dark 2-voxel shell (surface CSF) on one side that a second stripping removes
+    stripped = image.copy()
+    stripped[:, 4:6] = 0
+    first, second = (preprocess(LoadedCase("c", im, nib.Nifti1Image(np.zeros(shape), np.eye(4))))
+                     for im in (image, stripped))
+    assert first.brain.sum() > second.brain.sum()
+    deep = (slice(None), *(slice(20, 44),) * 3)  # crops start at x 0 and x 2: the same voxels deep in the brain
+    shifted = (slice(None), slice(22, 46), slice(20, 44), slice(20, 44))
+    assert np.abs(first.image[shifted] - second.image[deep]).max() < 0.02
+    whole_brain = (zscore(im.image, im.brain) for im in (first, second))  # statistics over all of each brain
+    assert np.abs(next(whole_brain)[shifted] - next(whole_brain)[deep]).max() > 0.2
+    region = statistics_region(first.brain)
+    assert region.sum() < first.brain.sum()
+    assert np.allclose(first.image[:, region].mean(axis=1), 0, atol=1e-4)
+    assert np.allclose(first.image[:, region].std(axis=1), 1, atol=1e-4)
+
+
+def test_a_small_brain_takes_statistics_over_all_of_it():
+    brain = preprocess(loaded_case(np.eye(4))).brain
+    assert np.array_equal(statistics_region(brain), brain)

@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 
 from htcnns.errors import WeightsError
+from htcnns.inference.pipeline import load_models
+from htcnns.inference.preprocess import LEGACY_NORMALIZATION, NORMALIZATION
 from htcnns.networks import PRESETS, build_network
 from htcnns.weights import (
     MANIFEST_NAME,
@@ -83,3 +85,13 @@ def test_models_root_that_is_not_a_folder_is_named(tmp_path: Path):
         find_model_folders(tmp_path / "missing")
     with pytest.raises(WeightsError, match=r"no model folders \(\*/manifest.json\) found"):
         find_model_folders(tmp_path)
+
+
+def test_model_of_an_older_normalisation_is_refused_for_segmenting_but_loads_for_fine_tuning(model_dir: Path):
+    data = json.loads((model_dir / MANIFEST_NAME).read_text())
+    assert data["normalization"] == NORMALIZATION
+    del data["normalization"]  # a manifest written before the field: z-score over the whole brain
+    (model_dir / MANIFEST_NAME).write_text(json.dumps(data))
+    assert load_model(model_dir).manifest.normalization == LEGACY_NORMALIZATION  # --init-from still takes it
+    with pytest.raises(WeightsError, match="normalised as 'zscore-brain'.*fine-tune it with `htcnns train"):
+        load_models(model_dir.parent, "cpu")

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from htcnns.errors import WeightsError
 from htcnns.inference.onnx_backend import ONNX_NAME, OnnxFile, OnnxNetwork, export_onnx
 from htcnns.inference.postprocess import PostprocessParams
+from htcnns.inference.preprocess import LEGACY_NORMALIZATION, NORMALIZATION
 from htcnns.labels import MODALITIES, REGIONS
 from htcnns.networks import ARCHITECTURES, build_network
 from htcnns.networks.ensemble import EnsembleNetwork
@@ -55,6 +56,7 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     ensemble: tuple[EnsembleMember, ...] = ()
     onnx: OnnxFile | None = None
+    normalization: str = NORMALIZATION
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as written to disk (with the fixed label semantics spelled out)."""
@@ -79,6 +81,7 @@ class Manifest:
             fields["input_modalities"] = tuple(fields.get("input_modalities", MODALITIES))
             fields["outputs"] = tuple(fields.get("outputs", REGIONS))
             fields["ensemble"] = tuple(EnsembleMember(**member) for member in fields.get("ensemble", ()))
+            fields.setdefault("normalization", LEGACY_NORMALIZATION)  # manifests before the field existed
             if fields.get("onnx") is not None:
                 fields["onnx"] = OnnxFile(**{**fields["onnx"], "roi_size": tuple(fields["onnx"]["roi_size"])})
             return cls(**fields)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from htcnns.errors import CaseTimeout, HtcnnsError, InputError, OutputError
+from htcnns.errors import CaseTimeout, HtcnnsError, InputError, OutputError, WeightsError
 from htcnns.inference.batch_page import write_csv, write_index
 from htcnns.inference.cases import Case, case_id_problem, display_id, find_cases
 from htcnns.inference.fuse import FusionMethod, fuse_label_maps
@@ -36,7 +36,13 @@ from htcnns.inference.interrupts import deadline, hold_stops, release_stops
 from htcnns.inference.io import PARTIAL_PREFIX, Volume, error_reason, read_volume, remove_partial_files, write_label_map
 from htcnns.inference.postprocess import postprocess, remove_thin_oedema
 from htcnns.inference.predict import fast_inference_settings, predict, resolve_device, to_network_input
-from htcnns.inference.preprocess import Prepared, preprocess, restore_input_grid
+from htcnns.inference.preprocess import (
+    NORMALIZATION,
+    STATISTICS_EROSION_VOXELS,
+    Prepared,
+    preprocess,
+    restore_input_grid,
+)
 from htcnns.inference.qc import write_case_qc
 from htcnns.inference.report import REPORT_NAME, CaseResult, Report, Status, describe_device, model_entries
 from htcnns.inference.review import Review, review_case
@@ -89,7 +95,21 @@ def load_models(models_root: Path, device: str = "auto", backend: str = "torch")
     """Verify and load every model folder under ``models_root`` onto the resolved device, for ``backend``."""
     fast_inference_settings()
     target = resolve_device(device)
-    return [load_model(folder, target, backend) for folder in find_model_folders(models_root)]
+    models = [load_model(folder, target, backend) for folder in find_model_folders(models_root)]
+    for model in models:
+        check_normalization(model)
+    return models
+
+
+def check_normalization(model: LoadedModel) -> None:
+    """Refuse a model trained on inputs normalised otherwise than ``preprocess`` does: it would segment them
+    silently worse."""
+    if model.manifest.normalization != NORMALIZATION:
+        raise WeightsError(
+            f"{model.folder}: trained on inputs normalised as {model.manifest.normalization!r}, but this version "
+            f"feeds {NORMALIZATION!r} (z-score statistics over the brain eroded by {STATISTICS_EROSION_VOXELS} "
+            "voxels); fine-tune it with `htcnns train --init-from` or use the bundled models"
+        )
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def model_card(manifest: Manifest) -> str:
     return f"""# Model card: {manifest.name} ({manifest.architecture}, compact)
 
 **What it is.** A compact {manifest.architecture} network of HT-CNNs, output channels WT, TC, ET (sigmoid),
-input channels t1n, t1c, t2w, t2f (z-scored over the brain), sliding-window ROI {manifest.roi_size}.
+input channels t1n, t1c, t2w, t2f (normalised `{manifest.normalization}`), sliding-window ROI {manifest.roi_size}.
 
 {data_paragraph(prov["data"])}{_inherited_terms(prov)}
 
