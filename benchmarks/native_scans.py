@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +36,22 @@ from htcnns.labels import dice
 from htcnns.training.real import label_files
 
 
-def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, work: Path) -> sitk.Image:
-    """Segment one BraTS-space case with ``htcnns segment`` (a subprocess) and read the label map back."""
+def segment_labels(images: dict[str, sitk.Image], case_id: str, models: Path, work: Path,
+                   options: Sequence[str] = ()) -> sitk.Image:
+    """Segment one BraTS-space case with ``htcnns segment`` (a subprocess, given ``options`` too) and read the label
+    map back."""
     folder = work / case_id
     folder.mkdir(parents=True)
     for modality, image in images.items():
         sitk.WriteImage(image, str(folder / f"{case_id}-{modality}.nii.gz"))
     output = work / f"{case_id}-out"
     subprocess.run([sys.executable, "-m", "htcnns.cli", "segment", "-i", str(folder), "-o", str(output), "--models",
-                    str(models), "--quiet", "--no-qc"], check=True)
+                    str(models), "--quiet", "--no-qc", *options], check=True)
     return sitk.ReadImage(str(output / f"{case_id}.nii.gz"))
 
 
 def measure(folder: Path, seed: int, models: list[Path], case_space: bool = True,
-            grids: Mapping[str, tuple[float, float]] = NATIVE_GRIDS) -> dict[str, float]:
+            grids: Mapping[str, tuple[float, float]] = NATIVE_GRIDS, mirror: bool = False) -> dict[str, float]:
     atlas = load_atlas()
     head = atlas.head
     images = brats_space_images(folder, head)
@@ -69,10 +71,11 @@ def measure(folder: Path, seed: int, models: list[Path], case_space: bool = True
                   "registration_error_mm": registration_error_mm(prepared.to_native, truth, images["t1c"] != 0),
                   "brain_dice": dice(sitk.GetArrayViewFromImage(prepared.brain) > 0, true_brain)}
         true_wt = true_wt_on_native_grid(folder, head, truth)
-        for i, chosen in enumerate(models):  # the same preparation for each set: their WT figures compare
-            suffix = f"@{chosen}" if len(models) > 1 else ""
+        variants = [(chosen, options) for chosen in models for options in ([()] + [("--mirror",)] * mirror)]
+        for i, (chosen, options) in enumerate(variants):  # the same preparation for each: their WT figures compare
+            suffix = (f"@{chosen}" if len(models) > 1 else "") + ("+mirror" if options else "")
             agreement = wt_agreement(images, truth, prepared, true_brain, head, chosen, Path(work) / str(i),
-                                     case_space, true_wt)
+                                     case_space, true_wt, options)
             result |= {f"{key}{suffix}": value for key, value in agreement.items()}
     return result
 
@@ -90,12 +93,15 @@ def true_wt_on_native_grid(folder: Path, head: sitk.Image, truth: NativeSimulati
 
 def wt_agreement(images: dict[str, sitk.Image], truth: NativeSimulation, prepared: BratsSpaceCase,
                  true_brain: np.ndarray, head: sitk.Image, models: Path, work: Path,
-                 case_space: bool = True, true_wt: np.ndarray | None = None) -> dict[str, float]:
+                 case_space: bool = True, true_wt: np.ndarray | None = None,
+                 options: Sequence[str] = ()) -> dict[str, float]:
     """WT Dice on the native T1c grid between the segmentation through preparation and three references: the 1 mm
     case in SRI24 space (moved by the fit, its own mask: what a BraTS preprocessing of these scans gives),
     ``wt_dice``; the 1 mm case in its own BraTS space, ``wt_dice_case_space`` (unless not ``case_space``); and,
     against the first, a perfect preparation (true transforms and mask, the native thick-slice scans),
-    ``wt_dice_perfect``: the ceiling the thick slices leave. With the case's own labels (``true_wt``) also the
+    ``wt_dice_perfect``: the ceiling the thick slices leave; and between the segmentations through preparation and
+    through the perfect one, ``wt_dice_vs_perfect``: what the preparation alone costs (what a comparison with
+    another tool's preparation of the same scans measures). With the case's own labels (``true_wt``) also the
     WT Dice against them of the segmentation through preparation, ``wt_truth``, and of the 1 mm SRI24 one,
     ``wt_truth_1mm`` (the cases of brats-real-labelled trained the bundled networks: in-sample figures)."""
     brain = sitk.GetImageFromArray(true_brain.astype(np.uint8))
@@ -108,16 +114,17 @@ def wt_agreement(images: dict[str, sitk.Image], truth: NativeSimulation, prepare
         return sitk.GetArrayFromImage(sitk.Resample(labels, native_t1c, truth.native_to_atlas,
                                                     sitk.sitkNearestNeighbor)) > 0
 
-    reference = from_atlas(segment_labels(sri24, "sri24", models, work))
+    reference = from_atlas(segment_labels(sri24, "sri24", models, work, options))
     through = sitk.GetArrayFromImage(labels_to_native(segment_labels(dict(prepared.images), "prepared", models,
-                                                                     work), prepared)) > 0
-    result = {"wt_dice": dice(through, reference),
-              "wt_dice_perfect": dice(from_atlas(segment_labels(perfect, "perfect", models, work)), reference)}
+                                                                     work, options), prepared)) > 0
+    perfectly = from_atlas(segment_labels(perfect, "perfect", models, work, options))
+    result = {"wt_dice": dice(through, reference), "wt_dice_perfect": dice(perfectly, reference),
+              "wt_dice_vs_perfect": dice(through, perfectly)}
     if true_wt is not None:
         result |= {"wt_truth": dice(through, true_wt), "wt_truth_1mm": dice(reference, true_wt)}
     if case_space:
-        direct = sitk.Resample(segment_labels(images, "direct", models, work), native_t1c, truth.native_to_brats,
-                               sitk.sitkNearestNeighbor)
+        direct = sitk.Resample(segment_labels(images, "direct", models, work, options), native_t1c,
+                               truth.native_to_brats, sitk.sitkNearestNeighbor)
         result["wt_dice_case_space"] = dice(through, sitk.GetArrayFromImage(direct) > 0)
     return result
 
@@ -146,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-mm", action="append", default=[], metavar="MODALITY=MM",
                         help="simulate that sequence with slices this thick, a whole number of mm (e.g. t2f=1: a 3D "
                              "FLAIR; repeatable; default: htcnns.evaluation.native_sim.NATIVE_GRIDS)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="also segment each way with test-time mirroring (segment --mirror; keys +mirror)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     grids = with_slices(args.slice_mm, parser)
     results = {}
     for i, folder in enumerate(args.cases):
-        results[folder.name] = measure(folder, args.seed + i, args.models, not args.no_case_space, grids)
+        results[folder.name] = measure(folder, args.seed + i, args.models, not args.no_case_space, grids,
+                                       args.mirror)
         print(folder.name, json.dumps({k: round(v, 3) for k, v in results[folder.name].items()}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

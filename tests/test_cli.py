@@ -42,11 +42,11 @@ def test_good_and_missing_modality_case(tmp_path: Path, tiny_models: Path):
 
 def test_all_good_exits_zero(case_dir: Path, tmp_path: Path, tiny_models: Path):
     result = htcnns("segment", "-i", str(case_dir.parent), "-o", str(tmp_path / "out"),
-                    "--models", str(tiny_models), "--fusion", "majority", "--oedema-opening", "3")
+                    "--models", str(tiny_models), "--fusion", "majority", "--oedema-opening", "3", "--mirror")
     assert result.returncode == 0, result.stderr
     assert "1 of 1 cases segmented (0 kept from an earlier run)" in result.stderr
     settings = json.loads((tmp_path / "out" / "htcnns-report.json").read_text())["settings"]
-    assert (settings["fusion"], settings["oedema_opening"]) == ("majority", 3)
+    assert (settings["fusion"], settings["oedema_opening"], settings["mirror"]) == ("majority", 3, True)
 
 
 def test_user_errors_are_one_line(tmp_path: Path, tiny_models: Path):

@@ -9,6 +9,7 @@ from htcnns.errors import SettingsError
 from htcnns.inference.predict import (
     CPU_WINDOWS_PER_PASS,
     MAX_WINDOWS_PER_PASS,
+    MIRROR_AXES,
     predict,
     resolve_device,
     sliding_window_logits,
@@ -30,6 +31,21 @@ def test_equals_plain_monai_sliding_window(tiny_models: Path, architecture: str)
                                                  mode="gaussian")
         assert ours.shape == (1, 3, 40, 36, 34)
         assert (ours - reference).abs().max() <= 1e-5
+
+
+def test_mirroring_averages_the_eight_mirror_images_and_commutes_with_a_flip(tiny_models: Path):
+    model = load_model(tiny_models / "unet")
+    image = to_network_input(np.random.default_rng(1).normal(size=(4, 32, 32, 32)).astype(np.float32),
+                             torch.device("cpu"))  # one window: the window grid is the same flipped
+    with torch.no_grad():
+        expected = sum(torch.sigmoid(model.network(image.flip(a) if a else image)).flip(a) if a else
+                       torch.sigmoid(model.network(image)) for a in MIRROR_AXES) / 8
+    mirrored = predict(image, model, mirror=True).probs
+    assert len(set(MIRROR_AXES)) == 8 and np.abs(mirrored - expected[0].numpy()).max() <= 1e-5
+    plain = predict(image, model).probs
+    assert np.abs(mirrored - plain).max() > 1e-3  # an untrained network is not flip-symmetric by itself
+    flipped = predict(image.flip(2), model, mirror=True).probs
+    assert np.abs(flipped - mirrored[:, ::-1]).max() <= 1e-5  # axis 2 of the tensor: x
 
 
 def test_windows_that_fit_half_the_free_memory():

@@ -71,11 +71,12 @@ class Segmenter:
     """The three verified networks, loaded once, and the settings they run with."""
 
     def __init__(self, models: str | Path | None = None, device: str = "auto", backend: str = "torch",
-                 fusion: str = "staple", oedema_opening: int = 0) -> None:
+                 fusion: str = "staple", oedema_opening: int = 0, mirror: bool = False) -> None:
         """Load every model folder under ``models`` (default: the bundled ones) onto ``device`` for ``backend``
         (``torch`` or ``onnxruntime``); ``fusion`` is ``staple`` or ``majority``; ``oedema_opening`` as
-        ``segment --oedema-opening`` (0: off)."""
-        self.settings = Settings(device=device, fusion=FusionMethod(fusion), oedema_opening=oedema_opening)
+        ``segment --oedema-opening`` (0: off), ``mirror`` as ``segment --mirror``."""
+        self.settings = Settings(device=device, fusion=FusionMethod(fusion), oedema_opening=oedema_opening,
+                                 mirror=mirror)
         self.models = load_models(Path(models) if models else bundled_models(), device, backend)
 
     def segment(self, case: str | Path | None = None, *, t1n: object = None, t1c: object = None,

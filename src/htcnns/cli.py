@@ -95,6 +95,9 @@ def add_segment_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--oedema-opening", type=positive_int, default=0, metavar="R",
                         help="remove oedema thinner than a ball of R voxels (e.g. a false rim along the cortex) from "
                              "the fused map; not the paper's post-processing, off by default (docs/real-cases.md)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="test-time mirroring: average each network over the image and its 7 mirror images "
+                             "(nnU-Net's test-time augmentation; 8x the network time, for a GPU; off by default)")
     parser.add_argument("--preprocess", action="store_true",
                         help="the input is native scans (any grid per modality, skull on; NIfTI, NRRD, MHA or DICOM "
                              "series folders): bring each case to BraTS space first and write its label map on the "
@@ -129,7 +132,7 @@ def run_segment(args: argparse.Namespace) -> int:
     options = dict(qc_dir=qc_dir, report_path=args.report, write_report=not args.no_report, shard=shard,
                    labels=LabelConvention(args.labels), sw_batch_size=args.sw_batch_size,
                    case_timeout=args.case_timeout, strict_input=args.strict_input,
-                   oedema_opening=args.oedema_opening)
+                   oedema_opening=args.oedema_opening, mirror=args.mirror)
     if args.preprocess:
         results, report, _ = segmenter.segment_native_folder(
             args.input, args.output, brats_space_dir=args.keep_brats_space, overwrite=args.overwrite, **options)

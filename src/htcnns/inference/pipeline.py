@@ -71,6 +71,8 @@ class Settings:
     low_memory: blend windows and fuse on the CPU (used by the retry after a CUDA out-of-memory).
     oedema_opening: with R > 0, oedema thinner than a ball of R voxels is removed from the fused map
         (``postprocess.remove_thin_oedema``; not the paper's, off by default, docs/real-cases.md).
+    mirror: test-time mirroring, each network's probabilities averaged over the image and its 7 mirror images
+        (``predict.MIRROR_AXES``; 8x the network time; off by default, docs/native-scans.md).
     """
 
     device: str = "auto"
@@ -84,6 +86,7 @@ class Settings:
     strict_input: bool = False
     prefetch: bool = True
     oedema_opening: int = 0
+    mirror: bool = False
 
 
 def default_models_root() -> Path:
@@ -201,7 +204,8 @@ def segment_case(case: Case, models: Sequence[LoadedModel], settings: Settings, 
     per_model = []
     for model in models:
         with clock.stage(model.manifest.name):
-            probs = predict(image, model, sw_batch_size=settings.sw_batch_size, stitch_device=stitch).probs
+            probs = predict(image, model, sw_batch_size=settings.sw_batch_size, stitch_device=stitch,
+                            mirror=settings.mirror).probs
         with clock.stage("postprocess"):
             per_model.append(postprocess(probs, model.manifest.postprocessing, brain=prepared.brain))
     with clock.stage("fuse"):

@@ -27,6 +27,9 @@ MAX_WINDOWS_PER_PASS = 16
 _WINDOW_PEAK_BYTES: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
 """GPU memory one window of a model takes (``windows_per_pass``), keyed by the model's network."""
 CPU_WINDOWS_PER_PASS = 2
+MIRROR_AXES = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
+"""Test-time mirroring (``predict(mirror=True)``): the image as it is and flipped along every combination of its
+three spatial axes of the (1, C, x, y, z) tensor, as nnU-Net does; the networks were trained with all three flips."""
 """Windows per forward pass on the CPU: two were ~1.2x faster per window than one for the U-Net (docs/speed.md)."""
 
 
@@ -123,8 +126,15 @@ def sliding_window_logits(image: torch.Tensor, model: LoadedModel, *, sw_batch_s
 
 
 def predict(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int | None = None,
-            stitch_device: torch.device | str | None = None) -> RegionProbs:
-    """Region probabilities of one network for a prepared image tensor (1, 4, x, y, z)."""
-    logits = sliding_window_logits(image, model, sw_batch_size=sw_batch_size, stitch_device=stitch_device)
-    probs = torch.sigmoid(logits)[0]
-    return RegionProbs(model.manifest.name, probs.cpu().numpy())
+            stitch_device: torch.device | str | None = None, mirror: bool = False) -> RegionProbs:
+    """Region probabilities of one network for a prepared image tensor (1, 4, x, y, z); with ``mirror``, the mean
+    of the probabilities over the image and its 7 mirror images (``MIRROR_AXES``, each flipped back): 8x the time."""
+    total = None
+    for axes in MIRROR_AXES if mirror else ((),):
+        flipped = torch.flip(image, axes) if axes else image
+        probs = torch.sigmoid(sliding_window_logits(flipped, model, sw_batch_size=sw_batch_size,
+                                                    stitch_device=stitch_device))
+        probs = torch.flip(probs, axes) if axes else probs
+        total = probs if total is None else total.add_(probs)
+    mean = total[0] / (len(MIRROR_AXES) if mirror else 1)
+    return RegionProbs(model.manifest.name, mean.cpu().numpy())
