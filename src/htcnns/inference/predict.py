@@ -27,10 +27,10 @@ MAX_WINDOWS_PER_PASS = 16
 _WINDOW_PEAK_BYTES: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
 """GPU memory one window of a model takes (``windows_per_pass``), keyed by the model's network."""
 CPU_WINDOWS_PER_PASS = 2
+"""Windows per forward pass on the CPU: two were ~1.2x faster per window than one for the U-Net (docs/speed.md)."""
 MIRROR_AXES = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
 """Test-time mirroring (``predict(mirror=True)``): the image as it is and flipped along every combination of its
 three spatial axes of the (1, C, x, y, z) tensor, as nnU-Net does; the networks were trained with all three flips."""
-"""Windows per forward pass on the CPU: two were ~1.2x faster per window than one for the U-Net (docs/speed.md)."""
 
 
 def fast_inference_settings() -> None:
