@@ -71,7 +71,8 @@ def measure(folder: Path, seed: int, models: list[Path], case_space: bool = True
                   "registration_error_mm": registration_error_mm(prepared.to_native, truth, images["t1c"] != 0),
                   "brain_dice": dice(sitk.GetArrayViewFromImage(prepared.brain) > 0, true_brain)}
         true_wt = true_wt_on_native_grid(folder, head, truth)
-        variants = [(chosen, options) for chosen in models for options in ([()] + [("--mirror",)] * mirror)]
+        option_sets = [(), ("--mirror",)] if mirror else [()]
+        variants = [(chosen, options) for chosen in models for options in option_sets]
         for i, (chosen, options) in enumerate(variants):  # the same preparation for each: their WT figures compare
             suffix = (f"@{chosen}" if len(models) > 1 else "") + ("+mirror" if options else "")
             agreement = wt_agreement(images, truth, prepared, true_brain, head, chosen, Path(work) / str(i),

@@ -129,12 +129,12 @@ def predict(image: torch.Tensor, model: LoadedModel, *, sw_batch_size: int | Non
             stitch_device: torch.device | str | None = None, mirror: bool = False) -> RegionProbs:
     """Region probabilities of one network for a prepared image tensor (1, 4, x, y, z); with ``mirror``, the mean
     of the probabilities over the image and its 7 mirror images (``MIRROR_AXES``, each flipped back): 8x the time."""
+    flips = MIRROR_AXES if mirror else ((),)
     total = None
-    for axes in MIRROR_AXES if mirror else ((),):
-        flipped = torch.flip(image, axes) if axes else image
+    for axes in flips:
+        flipped = torch.flip(image, axes) if axes else image  # torch.flip copies even with no axes
         probs = torch.sigmoid(sliding_window_logits(flipped, model, sw_batch_size=sw_batch_size,
                                                     stitch_device=stitch_device))
         probs = torch.flip(probs, axes) if axes else probs
         total = probs if total is None else total.add_(probs)
-    mean = total[0] / (len(MIRROR_AXES) if mirror else 1)
-    return RegionProbs(model.manifest.name, mean.cpu().numpy())
+    return RegionProbs(model.manifest.name, (total[0] / len(flips)).cpu().numpy())
